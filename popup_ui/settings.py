@@ -1,0 +1,122 @@
+"""One typed settings object, read from a TOML file with ``CALLPOP_`` overrides.
+
+Environment variables override file keys: ``CALLPOP_SIP__MODE=trunk``,
+``CALLPOP_DATABASE__URL=postgresql+psycopg://…``. Built once in ``main()`` and
+passed down; nothing reads settings at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class SipSettings(BaseModel):
+    mode: Literal["register", "trunk"] = "register"
+    bind_host: str = "0.0.0.0"
+    bind_port: int = 5062
+    # Address put in Via/Contact; empty = bind_host, or the address used to reach the PBX.
+    public_host: str = ""
+    registrar_host: str = ""
+    registrar_port: int = 5060
+    domain: str = ""  # SIP domain of the AOR; empty = registrar_host
+    user: str = "callpop"
+    auth_user: str = ""  # digest username when it differs from user
+    password: str = ""
+    expires: int = 300
+    # Hosts (IP addresses) whose INVITEs are accepted. In register mode the
+    # registrar host is always allowed; in trunk mode only these are.
+    allowed_hosts: list[str] = Field(default_factory=list)
+    ring_timeout: float = 60.0
+
+
+class RewriteRule(BaseModel):
+    pattern: str  # Python regular expression, matched against the whole raw number
+    replace: str  # replacement, with \\1 group references
+
+
+class NumberingSettings(BaseModel):
+    region: str = "JP"
+    rewrite: list[RewriteRule] = Field(default_factory=list)
+    # Numbers of at most this many digits are office extensions (internal callers).
+    extension_max_digits: int = 4
+
+
+class DatabaseSettings(BaseModel):
+    url: str = "sqlite:///callpop.db"
+    lookup_timeout_ms: int = 300
+
+
+class HttpSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    session_secret: str = ""  # empty = a random secret per start (sessions end on restart)
+    session_max_age: int = 12 * 3600
+    cookie_secure: bool = False
+    # Extra origins allowed to open /ws besides the page's own host.
+    allowed_origins: list[str] = Field(default_factory=list)
+
+
+class UiSettings(BaseModel):
+    language: Literal["ja", "en"] = "ja"
+    company_name: str = ""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CALLPOP_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    sip: SipSettings = Field(default_factory=SipSettings)
+    numbering: NumberingSettings = Field(default_factory=NumberingSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    ui: UiSettings = Field(default_factory=UiSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = settings_cls.model_config.get("toml_file")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; the message names the file and key."""
+
+
+def load_settings(path: Path | None = None, **overrides: object) -> Settings:
+    """Read ``path`` (TOML) with environment overrides; raise ConfigError naming the key."""
+    if path is not None and not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+
+    class _FileSettings(Settings):
+        model_config = SettingsConfigDict(toml_file=path)
+
+    try:
+        loaded = _FileSettings(**overrides) if path else Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        where = str(path) if path else "environment"
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{where}: {problems}") from exc
+    except Exception as exc:  # tomllib.TOMLDecodeError and friends
+        raise ConfigError(f"{path}: {exc}") from exc
+    return Settings.model_validate(loaded.model_dump())
