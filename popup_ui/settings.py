@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -19,7 +19,12 @@ from pydantic_settings import (
 )
 
 
-class SipSettings(BaseModel):
+class _Section(BaseModel):
+    # A misspelt key is an error that names it, not a silently ignored line.
+    model_config = ConfigDict(extra="forbid")
+
+
+class SipSettings(_Section):
     mode: Literal["register", "trunk"] = "register"
     bind_host: str = "0.0.0.0"
     bind_port: int = 5062
@@ -38,24 +43,24 @@ class SipSettings(BaseModel):
     ring_timeout: float = 60.0
 
 
-class RewriteRule(BaseModel):
+class RewriteRule(_Section):
     pattern: str  # Python regular expression, matched against the whole raw number
     replace: str  # replacement, with \\1 group references
 
 
-class NumberingSettings(BaseModel):
+class NumberingSettings(_Section):
     region: str = "JP"
     rewrite: list[RewriteRule] = Field(default_factory=list)
     # Numbers of at most this many digits are office extensions (internal callers).
     extension_max_digits: int = 4
 
 
-class DatabaseSettings(BaseModel):
+class DatabaseSettings(_Section):
     url: str = "sqlite:///callpop.db"
     lookup_timeout_ms: int = 300
 
 
-class HttpSettings(BaseModel):
+class HttpSettings(_Section):
     host: str = "127.0.0.1"
     port: int = 8080
     session_secret: str = ""  # empty = a random secret per start (sessions end on restart)
@@ -65,7 +70,7 @@ class HttpSettings(BaseModel):
     allowed_origins: list[str] = Field(default_factory=list)
 
 
-class UiSettings(BaseModel):
+class UiSettings(_Section):
     language: Literal["ja", "en"] = "ja"
     company_name: str = ""
 

@@ -1,0 +1,345 @@
+"""The ``callpop`` command line: serve, demo, call, explain-invite, lookup, user add.
+
+This module only parses arguments, builds settings and calls into the parts; it
+holds no protocol or database logic of its own. Exit codes: 0 success, 1 runtime
+failure (message on stderr), 2 bad input or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import sys
+import tempfile
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from popup_ui.settings import ConfigError, Settings, load_settings
+
+DEFAULT_DEMO_HTTP_PORT = 8080
+DEFAULT_DEMO_SIP_PORT = 5062
+TOKYO = ZoneInfo("Asia/Tokyo")
+
+
+class CliError(Exception):
+    """A failure to report on stderr as one line, with an exit code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except CliError as exc:
+        print(f"callpop: {exc}", file=sys.stderr)
+        return exc.code
+    except ConfigError as exc:
+        print(f"callpop: config error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="callpop", description="Caller-ID screen pop for small businesses."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the service with a config file")
+    serve.add_argument("--config", type=Path, help="TOML config file (see config.example.toml)")
+    serve.set_defaults(func=cmd_serve)
+
+    demo = sub.add_parser(
+        "demo", help="run on a throw-away SQLite database with sample data, trunk mode on loopback"
+    )
+    demo.add_argument("--host", default="127.0.0.1", help="HTTP and SIP bind address")
+    demo.add_argument("--http-port", type=int, default=DEFAULT_DEMO_HTTP_PORT)
+    demo.add_argument("--sip-port", type=int, default=DEFAULT_DEMO_SIP_PORT)
+    demo.add_argument(
+        "--data-dir", type=Path, help="keep the demo database here (default: a temporary directory)"
+    )
+    demo.add_argument(
+        "--language", choices=["ja", "en"], default="ja", help="default UI language"
+    )
+    demo.set_defaults(func=cmd_demo)
+
+    call = sub.add_parser("call", help="place a real SIP test call: INVITE, ring, then CANCEL")
+    call.add_argument("number", help="caller number to present, e.g. 03-1234-5678")
+    call.add_argument(
+        "--to",
+        default=f"127.0.0.1:{DEFAULT_DEMO_SIP_PORT}",
+        help="HOST:PORT of the callpop SIP listener (default: the demo's)",
+    )
+    call.add_argument("--name", help="display name to present")
+    call.add_argument("--ring-seconds", type=float, default=3.0, help="ring this long, then cancel")
+    call.add_argument(
+        "--answered-elsewhere",
+        action="store_true",
+        help='CANCEL with "Reason: SIP;cause=200" (someone picked up) instead of a missed call',
+    )
+    call.add_argument(
+        "--withheld",
+        choices=["anonymous", "payphone", "unavailable"],
+        help="present a withheld caller instead of the number",
+    )
+    call.add_argument("--from-host", default="127.0.0.1", help="local address to send from")
+    call.set_defaults(func=cmd_call)
+
+    explain = sub.add_parser(
+        "explain-invite", help="print the caller ID callpop reads from one raw SIP message"
+    )
+    explain.add_argument("file", nargs="?", default="-", help="file with the message, or - for stdin")
+    explain.add_argument("--region", default="JP", help="default region for national numbers")
+    explain.set_defaults(func=cmd_explain_invite)
+
+    lookup = sub.add_parser("lookup", help="print the caller card for a number as JSON")
+    lookup.add_argument("number")
+    lookup.add_argument("--config", type=Path)
+    lookup.set_defaults(func=cmd_lookup)
+
+    user = sub.add_parser("user", help="manage staff accounts")
+    user_sub = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    add = user_sub.add_parser("add", help="add a staff member who can log in")
+    add.add_argument("login")
+    add.add_argument("--name", required=True, help="display name, e.g. 佐藤 健")
+    add.add_argument("--furigana")
+    add.add_argument("--extension", help="PBX extension, e.g. 203")
+    add.add_argument("--role", choices=["staff", "admin"], default="staff")
+    add.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin (no prompt)"
+    )
+    add.add_argument("--config", type=Path)
+    add.set_defaults(func=cmd_user_add)
+    return parser
+
+
+# --- serve / demo -------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    _run_server(settings)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from db.demo import seed_demo
+    from db.engine import make_engine, make_session_factory, migrate
+
+    data_dir: Path = args.data_dir or Path(tempfile.mkdtemp(prefix="callpop-demo-"))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    db_path = data_dir / "callpop-demo.db"
+    url = f"sqlite:///{db_path}"
+    settings = Settings.model_validate(
+        {
+            "sip": {
+                "mode": "trunk",
+                "bind_host": args.host,
+                "bind_port": args.sip_port,
+                "allowed_hosts": ["127.0.0.1", "::1", args.host],
+            },
+            "database": {"url": url},
+            "http": {"host": args.host, "port": args.http_port},
+            "ui": {"language": args.language, "company_name": "やまもと工務店"},
+        }
+    )
+    engine = make_engine(url)
+    try:
+        migrate(engine)
+        factory = make_session_factory(engine)
+        with factory() as session:
+            if _is_seeded(session):
+                info = None
+            else:
+                info = seed_demo(session, today=datetime.now(TOKYO).date())
+                session.commit()
+    finally:
+        engine.dispose()
+
+    host = "[::1]" if args.host == "::1" else args.host
+    lines = [
+        "",
+        "callpop demo",
+        f"  URL:       http://{host}:{args.http_port}/",
+    ]
+    if info is not None:
+        lines.append(f"  Login:     {info.login} / {info.password}")
+    else:
+        lines.append("  Login:     (database kept from an earlier demo; logins as printed then)")
+    lines += [
+        f"  Database:  {db_path}",
+        f"  SIP:       trunk mode, listening on {host}:{args.sip_port}/udp (loopback callers only)",
+        "  Test call: callpop call 03-1234-5678        (山田 太郎 様, 担当 佐藤 健)",
+        "             callpop call 090-9999-0000       (an unknown number)",
+        "             callpop call --withheld anonymous x",
+        "  Stop:      Ctrl+C",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+    _run_server(settings)
+    return 0
+
+
+def _is_seeded(session: Any) -> bool:
+    from sqlalchemy import func, select
+
+    from db.models import Staff
+
+    return bool(session.scalar(select(func.count()).select_from(Staff)))
+
+
+def _run_server(settings: Settings) -> None:
+    import uvicorn
+
+    from popup_ui.app import create_app
+
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.http.host,
+        port=settings.http.port,
+        log_level="info",
+        lifespan="on",
+        ws="websockets-sansio",
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        raise CliError(
+            f"could not start on http://{settings.http.host}:{settings.http.port}/ "
+            "(see the error above)"
+        )
+
+
+# --- call ----------------------------------------------------------------------
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    from telephony.dialer import DialError, place_call
+
+    to = _parse_host_port(args.to)
+    number = "anonymous" if args.withheld else args.number
+    try:
+        result = asyncio.run(
+            place_call(
+                number,
+                to=to,
+                name=args.name,
+                ring_seconds=args.ring_seconds,
+                answered_elsewhere=args.answered_elsewhere,
+                withheld=args.withheld,
+                local_host=args.from_host,
+            )
+        )
+    except DialError as exc:
+        raise CliError(str(exc)) from exc
+    codes = " ".join(str(code) for code in result.responses)
+    print(f"call {result.call_id} to {args.to}: responses {codes}")
+    return 0
+
+
+def _parse_host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise CliError(f"--to: expected HOST:PORT, got {text!r}", code=2)
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+# --- explain-invite / lookup ---------------------------------------------------------
+
+
+def cmd_explain_invite(args: argparse.Namespace) -> int:
+    from popup_ui.explain import ExplainError, explain_invite
+
+    if args.file == "-":
+        data = sys.stdin.buffer.read()
+    else:
+        try:
+            data = Path(args.file).read_bytes()
+        except OSError as exc:
+            raise CliError(f"{args.file}: {exc.strerror}", code=2) from exc
+    try:
+        result = explain_invite(data, region=args.region)
+    except ExplainError as exc:
+        raise CliError(str(exc), code=2) from exc
+    print(json.dumps(result, ensure_ascii=False))
+    return 0
+
+
+def cmd_lookup(args: argparse.Namespace) -> int:
+    from db.engine import make_engine, make_session_factory, migrate
+    from lookup.numbers import compile_rules
+    from lookup.service import CallerLookup
+
+    settings = load_settings(args.config)
+    engine = make_engine(settings.database.url)
+    try:
+        migrate(engine)
+        lookup = CallerLookup(
+            make_session_factory(engine),
+            region=settings.numbering.region,
+            rules=compile_rules([(r.pattern, r.replace) for r in settings.numbering.rewrite]),
+            extension_max_digits=settings.numbering.extension_max_digits,
+        )
+        card = lookup.card_for_number(args.number, now=datetime.now(UTC))
+    finally:
+        engine.dispose()
+    print(json.dumps(card.to_json(), ensure_ascii=False, indent=2))
+    return 0
+
+
+# --- user add ----------------------------------------------------------------------
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import IntegrityError
+
+    from db.engine import make_engine, make_session_factory, migrate
+    from db.staff import create_staff
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if password != getpass.getpass("Again: "):
+            raise CliError("passwords do not match", code=2)
+    if len(password) < 8:
+        raise CliError("password must be at least 8 characters", code=2)
+
+    settings = load_settings(args.config)
+    engine = make_engine(settings.database.url)
+    try:
+        migrate(engine)
+        with make_session_factory(engine)() as session:
+            try:
+                staff = create_staff(
+                    session,
+                    login=args.login,
+                    name=args.name,
+                    password=password,
+                    extension=args.extension,
+                    role=args.role,
+                    furigana=args.furigana,
+                )
+                session.commit()
+            except IntegrityError as exc:
+                raise CliError(f"login {args.login!r} already exists", code=2) from exc
+            print(f"added {staff.login} ({staff.name}, role {staff.role})")
+    finally:
+        engine.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
