@@ -1,0 +1,319 @@
+"""INVITE server transactions: the ringing side of callpop (RFC 3261 §17.2.1, §9.2).
+
+Theory of operation. callpop rings and never answers: every INVITE gets ``100 Trying``
+and ``180 Ringing`` at once and, later, exactly one final response — ``487`` after a
+CANCEL (or a BYE, RFC 3261 §15.1.2), ``480`` when the ring times out — which is
+retransmitted on Timer G until the ACK arrives or Timer H gives up. Everything that
+affects one INVITE transaction lives in :class:`InviteTransaction` and changes only
+through ``_TRANSITIONS``: a ``(state, input)`` pair that is not listed is a protocol
+error, counted and absorbed, never a silent fall-through.
+
+:class:`InviteServer` is the table of those transactions (keyed by the Via branch, or
+the RFC 2543 fallback key) and of the ringing calls (keyed by Call-ID). It is sans-I/O:
+it takes parsed requests and ``now``, and hands back datagrams, events and timers. It
+knows nothing of sockets, host filtering or registration (see ``endpoint.py``).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from telephony.callerid import extract_caller_id
+from telephony.events import CallEnded, CallRinging, EndReason, Event
+from telephony.message import SipRequest, build_response, new_tag
+
+# RFC 3261 §17.1.1.1 / Table 4: T1, T2, T4 for an unreliable transport.
+T1 = 0.5
+T2 = 4.0
+T4 = 5.0
+TIMER_H = 64 * T1  # wait for the ACK of a final response
+TIMER_I = T4  # absorb ACK retransmissions after the first ACK
+
+
+class InviteState(enum.Enum):
+    PROCEEDING = "proceeding"  # 100/180 sent, ringing
+    COMPLETED = "completed"  # final response sent, waiting for ACK (Timer G / H)
+    CONFIRMED = "confirmed"  # ACK received, absorbing its retransmissions (Timer I)
+    TERMINATED = "terminated"
+
+
+class _Input(enum.Enum):
+    RETRANSMISSION = "INVITE retransmission"
+    CANCEL = "CANCEL"
+    BYE = "BYE"
+    ACK = "ACK"
+    RING_TIMEOUT = "ring timeout"
+    TIMER_G = "timer G"
+    TIMER_H = "timer H"
+    TIMER_I = "timer I"
+
+
+@dataclass(slots=True)
+class InviteTransaction:
+    """One INVITE server transaction and the ring it stands for."""
+
+    key: str
+    request: SipRequest
+    call_id: str
+    remote: tuple[str, int]  # where responses go (RFC 3261 §18.2.2)
+    to_tag: str
+    started_at: float
+    ring_deadline: float | None
+    state: InviteState = InviteState.PROCEEDING
+    last_response: bytes = b""
+    timer_g_at: float | None = None
+    timer_g_interval: float = T1
+    timer_h_at: float | None = None
+    timer_i_at: float | None = None
+    ended: bool = False  # CallEnded already emitted
+    cancel_reason: EndReason = EndReason.ABANDONED  # set from the CANCEL's Reason
+
+    def next_timer(self) -> float | None:
+        times = [
+            t
+            for t in (self.ring_deadline, self.timer_g_at, self.timer_h_at, self.timer_i_at)
+            if t is not None
+        ]
+        return min(times) if times else None
+
+
+Outbox = list[tuple[bytes, tuple[str, int]]]
+
+
+class InviteServer:
+    """The INVITE server transactions of one endpoint and the calls they ring."""
+
+    def __init__(self, *, contact: str, server: str, ring_timeout: float) -> None:
+        self.contact = contact  # RFC 3261 §12.1.1: a 1xx that creates a dialog has Contact
+        self.server = server
+        self.ring_timeout = ring_timeout
+        self.transactions: dict[str, InviteTransaction] = {}
+        self.ringing: dict[str, InviteTransaction] = {}  # Call-ID -> ringing transaction
+        self.outbox: Outbox = []
+        self.events: list[Event] = []
+        self.counters: dict[str, int] = {"retransmissions": 0, "protocol_errors": 0}
+
+    # -- requests ---------------------------------------------------------------------
+
+    def invite(self, request: SipRequest, key: str, remote: tuple[str, int], now: float) -> None:
+        """A new INVITE (its key is not in the table) or a retransmission (it is)."""
+        existing = self.transactions.get(key)
+        if existing is not None:
+            self._dispatch(existing, _Input.RETRANSMISSION, now)
+            return
+        call_id = request.call_id
+        if call_id in self.ringing:
+            # RFC 3261 §8.2.2.2: the same call reached us over another branch (a forking
+            # proxy looped, or we are registered twice). One ring per call.
+            self._send(remote, build_response(request, 482, "Loop Detected", to_tag=new_tag()))
+            return
+        tx = InviteTransaction(
+            key=key,
+            request=request,
+            call_id=call_id,
+            remote=remote,
+            to_tag=new_tag(),
+            started_at=now,
+            ring_deadline=now + self.ring_timeout,
+        )
+        self.transactions[key] = tx
+        self.ringing[call_id] = tx
+        # RFC 3261 §8.2.6.1: 100 Trying stops the caller's INVITE retransmissions
+        # (no To tag: it creates no dialog); 180 is the early dialog, same tag as the
+        # final response that follows.
+        self._send(remote, build_response(request, 100, "Trying", headers=self._common()))
+        tx.last_response = build_response(
+            request,
+            180,
+            "Ringing",
+            to_tag=tx.to_tag,
+            headers=[("Contact", f"<{self.contact}>"), *self._common()],
+        )
+        self._send(remote, tx.last_response)
+        self.events.append(
+            CallRinging(call_id=call_id, caller=extract_caller_id(request), at=now, remote=remote)
+        )
+
+    def cancel(self, request: SipRequest, key: str, remote: tuple[str, int], now: float) -> bytes:
+        """RFC 3261 §9.2: match the INVITE by branch; return the response to the CANCEL."""
+        tx = self.transactions.get(key)
+        if tx is None:
+            return build_response(
+                request, 481, "Call/Transaction Does Not Exist", headers=self._common()
+            )
+        if tx.state is InviteState.PROCEEDING:
+            reason = (
+                EndReason.ANSWERED_ELSEWHERE
+                if _answered_elsewhere(request.headers.get_all("Reason"))
+                else EndReason.ABANDONED
+            )
+            tx.cancel_reason = reason
+        self._dispatch(tx, _Input.CANCEL, now)
+        # RFC 3261 §9.2: the CANCEL's 200 carries the same To tag as the INVITE's responses.
+        return build_response(request, 200, "OK", to_tag=tx.to_tag, headers=self._common())
+
+    def bye(self, request: SipRequest, now: float) -> bytes:
+        """A BYE for a ringing call (some PBXs end an early dialog so); 481 otherwise."""
+        tx = self.ringing.get(request.call_id)
+        if tx is None:
+            tx = next((t for t in self.transactions.values() if t.call_id == request.call_id), None)
+            if tx is None:
+                return build_response(
+                    request, 481, "Call/Transaction Does Not Exist", headers=self._common()
+                )
+            return build_response(request, 200, "OK", headers=self._common())
+        self._dispatch(tx, _Input.BYE, now)
+        return build_response(request, 200, "OK", headers=self._common())
+
+    def ack(self, key: str, now: float) -> bool:
+        """RFC 3261 §17.2.1: an ACK for a non-2xx final response belongs to the INVITE."""
+        tx = self.transactions.get(key)
+        if tx is None:
+            return False
+        self._dispatch(tx, _Input.ACK, now)
+        return True
+
+    # -- timers -----------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        times = [t for tx in self.transactions.values() if (t := tx.next_timer()) is not None]
+        return min(times) if times else None
+
+    def handle_timer(self, now: float) -> None:
+        for tx in list(self.transactions.values()):
+            if tx.ring_deadline is not None and now >= tx.ring_deadline:
+                self._dispatch(tx, _Input.RING_TIMEOUT, now)
+            if tx.timer_h_at is not None and now >= tx.timer_h_at:
+                self._dispatch(tx, _Input.TIMER_H, now)
+            elif tx.timer_g_at is not None and now >= tx.timer_g_at:
+                self._dispatch(tx, _Input.TIMER_G, now)
+            if tx.timer_i_at is not None and now >= tx.timer_i_at:
+                self._dispatch(tx, _Input.TIMER_I, now)
+
+    # -- state machine ----------------------------------------------------------------
+
+    def _dispatch(self, tx: InviteTransaction, kind: _Input, now: float) -> None:
+        handler = _TRANSITIONS.get((tx.state, kind))
+        if handler is None:
+            # h2 style: not a legal input in this state (e.g. an ACK while ringing, a
+            # timer that outlived its state). Count it; the transaction stays as it is.
+            self.counters["protocol_errors"] += 1
+            if kind in (_Input.RING_TIMEOUT,):
+                tx.ring_deadline = None
+            return
+        handler(self, tx, now)
+
+    def _resend_last(self, tx: InviteTransaction, now: float) -> None:
+        # RFC 3261 §17.2.1: a retransmitted INVITE gets the last response again.
+        self.counters["retransmissions"] += 1
+        self._send(tx.remote, tx.last_response)
+
+    def _on_cancel(self, tx: InviteTransaction, now: float) -> None:
+        # RFC 3261 §9.2: after 200 to the CANCEL, the INVITE gets 487.
+        self._final(tx, 487, "Request Terminated", now, tx.cancel_reason)
+
+    def _on_cancel_late(self, tx: InviteTransaction, now: float) -> None:
+        # RFC 3261 §9.2: the final response was already sent; the CANCEL has no effect.
+        return
+
+    def _on_bye(self, tx: InviteTransaction, now: float) -> None:
+        # RFC 3261 §15.1.2: a BYE before the final response; pending INVITE gets 487.
+        self._final(tx, 487, "Request Terminated", now, EndReason.HANGUP)
+
+    def _on_ring_timeout(self, tx: InviteTransaction, now: float) -> None:
+        self._final(tx, 480, "Temporarily Unavailable", now, EndReason.TIMEOUT)
+
+    def _on_timer_g(self, tx: InviteTransaction, now: float) -> None:
+        # RFC 3261 §17.2.1 Timer G: retransmit, doubling up to T2.
+        self.counters["retransmissions"] += 1
+        self._send(tx.remote, tx.last_response)
+        tx.timer_g_interval = min(tx.timer_g_interval * 2, T2)
+        tx.timer_g_at = now + tx.timer_g_interval
+
+    def _on_ack(self, tx: InviteTransaction, now: float) -> None:
+        tx.state = InviteState.CONFIRMED
+        tx.timer_g_at = tx.timer_h_at = None
+        tx.timer_i_at = now + TIMER_I
+
+    def _absorb(self, tx: InviteTransaction, now: float) -> None:
+        # RFC 3261 §17.2.1: in Confirmed, retransmissions are absorbed.
+        self.counters["retransmissions"] += 1
+
+    def _on_timer_h(self, tx: InviteTransaction, now: float) -> None:
+        # RFC 3261 §17.2.1: no ACK within 64*T1; the transaction ends anyway.
+        self.counters["protocol_errors"] += 1
+        self._terminate(tx)
+
+    def _on_timer_i(self, tx: InviteTransaction, now: float) -> None:
+        self._terminate(tx)
+
+    # -- steps --------------------------------------------------------------------------
+
+    def _final(
+        self, tx: InviteTransaction, status: int, reason: str, now: float, end: EndReason
+    ) -> None:
+        tx.state = InviteState.COMPLETED
+        tx.ring_deadline = None
+        tx.last_response = build_response(
+            tx.request, status, reason, to_tag=tx.to_tag, headers=self._common()
+        )
+        self._send(tx.remote, tx.last_response)
+        tx.timer_g_interval = T1
+        tx.timer_g_at = now + T1
+        tx.timer_h_at = now + TIMER_H
+        self.ringing.pop(tx.call_id, None)
+        if not tx.ended:
+            tx.ended = True
+            self.events.append(CallEnded(call_id=tx.call_id, reason=end, at=now))
+
+    def _terminate(self, tx: InviteTransaction) -> None:
+        tx.state = InviteState.TERMINATED
+        tx.timer_g_at = tx.timer_h_at = tx.timer_i_at = tx.ring_deadline = None
+        self.transactions.pop(tx.key, None)
+        if self.ringing.get(tx.call_id) is tx:
+            del self.ringing[tx.call_id]
+
+    def _send(self, remote: tuple[str, int], data: bytes) -> None:
+        self.outbox.append((data, remote))
+
+    def _common(self) -> list[tuple[str, str]]:
+        return [("Server", self.server)]
+
+
+def _answered_elsewhere(reasons: list[str]) -> bool:
+    """RFC 3326: ``Reason: SIP;cause=200`` on a CANCEL means another phone answered."""
+    for value in reasons:
+        protocol, _, params = value.partition(";")
+        if protocol.strip().upper() != "SIP":
+            continue
+        for param in params.split(";"):
+            name, _, raw = param.partition("=")
+            if name.strip().lower() == "cause" and raw.strip().strip('"') == "200":
+                return True
+    return False
+
+
+_Handler = Callable[[InviteServer, InviteTransaction, float], None]
+S = InviteServer
+St = InviteState
+In = _Input
+
+# (state, input) -> handler; anything else is a protocol error (see _dispatch).
+_TRANSITIONS: dict[tuple[InviteState, _Input], _Handler] = {
+    (St.PROCEEDING, In.RETRANSMISSION): S._resend_last,
+    (St.PROCEEDING, In.CANCEL): S._on_cancel,
+    (St.PROCEEDING, In.BYE): S._on_bye,
+    (St.PROCEEDING, In.RING_TIMEOUT): S._on_ring_timeout,
+    (St.COMPLETED, In.RETRANSMISSION): S._resend_last,
+    (St.COMPLETED, In.CANCEL): S._on_cancel_late,
+    (St.COMPLETED, In.TIMER_G): S._on_timer_g,
+    (St.COMPLETED, In.TIMER_H): S._on_timer_h,
+    (St.COMPLETED, In.ACK): S._on_ack,
+    (St.CONFIRMED, In.ACK): S._absorb,
+    (St.CONFIRMED, In.CANCEL): S._on_cancel_late,
+    (St.CONFIRMED, In.RETRANSMISSION): S._absorb,
+    (St.CONFIRMED, In.TIMER_I): S._on_timer_i,
+}
+del S, St, In

@@ -1,0 +1,530 @@
+"""The sans-I/O SIP endpoint: datagrams and ``now`` in, datagrams, events and timers out.
+
+Theory of operation. :class:`SipEndpoint` is what the transport drives (the way h11 sits
+under an HTTP server, or aioquic's connection under its protocol). Each datagram goes
+through the same gate, in this order:
+
+1. **Host filter** — a source IP that is not allowed is dropped without any reply, so a
+   scanner's OPTIONS flood learns nothing (counted, reported at most once per host per
+   :data:`REJECT_EVENT_INTERVAL`).
+2. **Framing** — CRLF keep-alives (RFC 5626 §4.4.1) are ignored; unparseable bytes are
+   counted and, when Via/From/To/Call-ID/CSeq survived, answered ``400``.
+3. **Validation** — version (``505``), CSeq method (``400``), Max-Forwards (``483``),
+   Require (``420``), in-dialog requests for dialogs we never made (``481``).
+4. **Dispatch** — INVITE/ACK/CANCEL/BYE to the INVITE server (``calls.py``), responses to
+   the registration client (``registration.py``), OPTIONS/NOTIFY answered here, every
+   other method ``405``. Non-INVITE responses are cached for Timer J so a retransmitted
+   request gets the same answer without a second event (RFC 3261 §17.2.2).
+
+It owns no socket and no clock: time is the ``now`` argument, timers are reported by
+:meth:`SipEndpoint.get_timer` and run by :meth:`SipEndpoint.handle_timer`. It knows
+nothing of customers, browsers or asyncio.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import Literal
+
+from telephony.calls import T1, InviteServer
+from telephony.events import Event, RegistrationState, RequestRejected
+from telephony.message import SipParseError, SipRequest, SipResponse, build_response, parse_message
+from telephony.registration import RegistrationClient, RegistrationParams
+from telephony.uri import parse_name_addr, parse_via
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, NOTIFY"
+TIMER_J = 64 * T1  # RFC 3261 §17.2.2: keep a non-INVITE response for retransmissions
+REJECT_EVENT_INTERVAL = 10.0  # at most one RequestRejected per rejected host per 10 s
+_REJECT_MEMORY = 4096  # hosts remembered for that rate limit
+_MAGIC_COOKIE = "z9hG4bK"  # RFC 3261 §8.1.1.7
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndpointConfig:
+    """How the endpoint presents itself and whom it listens to."""
+
+    mode: Literal["register", "trunk"]
+    local_host: str  # for Via / Contact
+    local_port: int  # the transport fills the real bound port
+    allowed_hosts: frozenset[str] = frozenset()  # trunk: only these; register: + registrar
+    registrar_host: str = ""
+    registrar_port: int = 5060
+    domain: str = ""
+    user: str = "callpop"
+    auth_user: str = ""
+    password: str = ""
+    expires: int = 300
+    ring_timeout: float = 60.0
+    user_agent: str = "callpop/0.1"
+    retry_base: float = 2.0  # registration back-off: retry_base * 2^n ...
+    retry_max: float = 60.0  # ... capped here
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def _normalise_ip(host: str) -> str:
+    """Canonical text of an IP (``::ffff:1.2.3.4`` -> ``1.2.3.4``); names unchanged."""
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return host.lower()
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+class _Reject(Exception):
+    """A request that gets an error response; raised inside validation."""
+
+    def __init__(self, status: int, reason: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+
+
+class SipEndpoint:
+    """One SIP user agent: the listener's whole protocol side, without I/O."""
+
+    def __init__(
+        self, config: EndpointConfig, *, registrar_addr: tuple[str, int] | None = None
+    ) -> None:
+        self.config = config
+        self._contact = f"sip:{config.user}@{_hostport(config.local_host, config.local_port)}"
+        self._invites = InviteServer(
+            contact=self._contact, server=config.user_agent, ring_timeout=config.ring_timeout
+        )
+        self._allowed = {_normalise_ip(h) for h in config.allowed_hosts}
+        self._registration: RegistrationClient | None = None
+        self._registrar = registrar_addr or (config.registrar_host, config.registrar_port)
+        if config.mode == "register":
+            if not self._registrar[0]:
+                raise ValueError("register mode needs registrar_host")
+            self._allowed.add(_normalise_ip(self._registrar[0]))
+            self._registration = RegistrationClient(
+                RegistrationParams(
+                    registrar=self._registrar,
+                    domain=config.domain,
+                    user=config.user,
+                    auth_user=config.auth_user,
+                    password=config.password,
+                    expires=config.expires,
+                    local=(config.local_host, config.local_port),
+                    user_agent=config.user_agent,
+                    retry_base=config.retry_base,
+                    retry_max=config.retry_max,
+                )
+            )
+        self._outbox: list[tuple[bytes, tuple[str, int]]] = []
+        self._events: deque[Event] = deque()
+        # (transaction key, method) -> (response, destination, expiry): Timer J cache.
+        self._answered: OrderedDict[tuple[str, str], tuple[bytes, tuple[str, int], float]] = (
+            OrderedDict()
+        )
+        self._reject_reported: dict[str, float] = {}
+        self._stats: dict[str, int] = dict.fromkeys(
+            (
+                "received",
+                "keepalives",
+                "parse_errors",
+                "rejected_host",
+                "bad_requests",
+                "invites",
+                "acks",
+                "cancels",
+                "byes",
+                "options",
+                "notifies",
+                "not_allowed",
+                "stray_responses",
+                "retransmissions",
+                "responses_sent",
+                "requests_sent",
+            ),
+            0,
+        )
+
+    # -- public API ---------------------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        if self._registration is not None:
+            self._registration.start(now)
+        self._collect()
+
+    def stop(self, now: float) -> None:
+        if self._registration is not None:
+            self._registration.stop(now)
+        self._collect()
+
+    def receive_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        self._stats["received"] += 1
+        host = _normalise_ip(addr[0])
+        if host not in self._allowed:
+            self._stats["rejected_host"] += 1
+            self._report_rejected_host(host, addr, now)
+            return
+        self._expire_answered(now)
+        if not data.strip(b"\r\n"):
+            # RFC 5626 §4.4.1: CRLF keep-alive; nothing to answer.
+            self._stats["keepalives"] += 1
+            return
+        try:
+            message = parse_message(data)
+        except SipParseError as exc:
+            self._on_parse_error(exc, data, addr, now)
+            self._collect()
+            return
+        if isinstance(message, SipResponse):
+            self._on_response(message, now)
+        else:
+            self._on_request(message, addr, now)
+        self._collect()
+
+    def datagrams_to_send(self) -> list[tuple[bytes, tuple[str, int]]]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        times = [self._invites.get_timer()]
+        if self._registration is not None:
+            times.append(self._registration.get_timer())
+        due = [t for t in times if t is not None]
+        return min(due) if due else None
+
+    def handle_timer(self, now: float) -> None:
+        self._invites.handle_timer(now)
+        if self._registration is not None:
+            self._registration.handle_timer(now)
+        self._expire_answered(now)
+        self._collect()
+
+    @property
+    def registration_state(self) -> RegistrationState:
+        if self._registration is None:
+            return RegistrationState.DISABLED
+        return self._registration.state
+
+    @property
+    def registration_detail(self) -> str:
+        return "" if self._registration is None else self._registration.detail
+
+    @property
+    def registration_expires_at(self) -> float | None:
+        """When the current binding lapses (``now`` scale), or ``None`` if not registered."""
+        return None if self._registration is None else self._registration.expires_at
+
+    @property
+    def stats(self) -> dict[str, int]:
+        stats = dict(self._stats)
+        for name, value in self._invites.counters.items():
+            stats[name] = stats.get(name, 0) + value
+        if self._registration is not None:
+            stats["registrations"] = self._registration.attempts
+            stats["stray_responses"] += self._registration.strays
+        return stats
+
+    @property
+    def active_calls(self) -> int:
+        return len(self._invites.ringing)
+
+    # -- inbound ------------------------------------------------------------------------
+
+    def _on_response(self, response: SipResponse, now: float) -> None:
+        try:
+            method = response.cseq[1].upper()
+        except SipParseError:
+            method = ""
+        if method == "REGISTER" and self._registration is not None:
+            if self._registration.receive_response(response, now):
+                return
+        # RFC 3261 §18.1.2: a response matching no client transaction is discarded.
+        self._stats["stray_responses"] += 1
+
+    def _on_request(self, request: SipRequest, addr: tuple[str, int], now: float) -> None:
+        try:
+            destination = self._response_address(request, addr)
+            key = self._transaction_key(request)
+        except (SipParseError, ValueError) as exc:
+            # A Via we cannot read: answer where the datagram came from (RFC 3261 §18.2.2
+            # has no better address) so the sender learns why.
+            self._reply_bad(request, addr, now, 400, "Bad Via", str(exc))
+            return
+        method = request.method.upper()
+        cached = self._answered.get((key, method))
+        if cached is not None and method != "ACK":
+            # RFC 3261 §17.2.2: a retransmitted non-INVITE request gets the same response.
+            self._stats["retransmissions"] += 1
+            self._send(cached[0], cached[1])
+            return
+        try:
+            self._validate(request, method)
+        except _Reject as rej:
+            if method == "ACK":
+                return  # RFC 3261 §17: an ACK is never answered.
+            if rej.status == 400:
+                self._reply_bad(request, destination, now, 400, rej.reason, str(rej))
+            else:
+                self._reply(
+                    request, key, method, destination, now, rej.status, rej.reason, rej.headers
+                )
+            return
+        if method == "INVITE":
+            self._stats["invites"] += 1
+            self._invites.invite(request, key, destination, now)
+        elif method == "ACK":
+            self._stats["acks"] += 1
+            # An ACK matching no transaction (e.g. after Timer H) is absorbed.
+            self._invites.ack(key, now)
+        elif method == "CANCEL":
+            self._stats["cancels"] += 1
+            response = self._invites.cancel(request, key, destination, now)
+            self._remember(key, method, response, destination, now)
+        elif method == "BYE":
+            self._stats["byes"] += 1
+            self._remember(key, method, self._invites.bye(request, now), destination, now)
+        elif method == "OPTIONS":
+            self._stats["options"] += 1
+            self._reply(
+                request,
+                key,
+                method,
+                destination,
+                now,
+                200,
+                "OK",
+                (("Allow", ALLOW), ("Accept", "application/sdp")),
+            )
+        elif method == "NOTIFY":
+            # RFC 4235 dialog events arrive here once subscriptions exist; for now a
+            # NOTIFY is acknowledged so the notifier does not retry.
+            self._stats["notifies"] += 1
+            self._reply(request, key, method, destination, now, 200, "OK")
+        else:
+            # RFC 3261 §8.2.1: a method we do not serve gets 405 with Allow.
+            self._stats["not_allowed"] += 1
+            self._reply(
+                request,
+                key,
+                method,
+                destination,
+                now,
+                405,
+                "Method Not Allowed",
+                (("Allow", ALLOW),),
+            )
+
+    def _validate(self, request: SipRequest, method: str) -> None:
+        if request.version != "SIP/2.0":
+            raise _Reject(505, "Version Not Supported")  # RFC 3261 §8.2.2 / RFC 4475 badvers
+        cseq_method = request.cseq[1]
+        if cseq_method.upper() != method:
+            raise _Reject(400, "CSeq Method Mismatch")  # RFC 4475 §3.1.2.18 mismatch01
+        if method in ("ACK", "CANCEL"):
+            return
+        if method == "INVITE":
+            max_forwards = request.headers.get("Max-Forwards")
+            if max_forwards is not None:
+                text = max_forwards.strip()
+                if not text.isdigit():
+                    raise _Reject(400, "Bad Max-Forwards")
+                if int(text) == 0:
+                    raise _Reject(483, "Too Many Hops")  # RFC 3261 §16.3 step 3
+            to_header = request.headers.get("To") or ""
+            try:
+                tagged = parse_name_addr(to_header).tag is not None
+            except (SipParseError, ValueError):
+                raise _Reject(400, "Bad To Header") from None
+            if tagged:
+                # RFC 3261 §12.2.2: a re-INVITE for a dialog we never established.
+                raise _Reject(481, "Call/Transaction Does Not Exist")
+        required = [r.strip() for r in request.headers.get_all("Require") if r.strip()]
+        if required:
+            # RFC 3261 §8.2.2.3: we support no extension that may be required.
+            raise _Reject(420, "Bad Extension", (("Unsupported", ", ".join(required)),))
+
+    def _on_parse_error(
+        self, exc: SipParseError, data: bytes, addr: tuple[str, int], now: float
+    ) -> None:
+        self._stats["parse_errors"] += 1
+        self._events.append(RequestRejected(remote=addr, reason=f"unparseable: {exc}", at=now))
+        partial = exc.partial if exc.partial is not None else _salvage(data)
+        if not isinstance(partial, SipRequest) or partial.method.upper() == "ACK":
+            return  # a response, an ACK or no start line: nothing may be answered
+        if partial.headers.get("Via") is None:
+            return  # RFC 3261 §18.2.2: no Via, no address to answer
+        try:
+            destination = self._response_address(partial, addr)
+        except (SipParseError, ValueError):
+            destination = addr
+        self._send(
+            build_response(
+                partial,
+                400,
+                "Bad Request",
+                headers=[("Warning", _warning(str(exc))), *self._common()],
+            ),
+            destination,
+        )
+
+    # -- outbound ------------------------------------------------------------------------
+
+    def _reply(
+        self,
+        request: SipRequest,
+        key: str,
+        method: str,
+        destination: tuple[str, int],
+        now: float,
+        status: int,
+        reason: str,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        to_tag = None if status == 100 else _tag_for(key)
+        response = build_response(
+            request, status, reason, to_tag=to_tag, headers=[*headers, *self._common()]
+        )
+        if method == "INVITE":
+            # An INVITE refused up front has no transaction to retransmit it; the caller's
+            # retransmission earns the same answer again, which is what Timer G would do.
+            self._send(response, destination)
+            return
+        self._remember(key, method, response, destination, now)
+
+    def _reply_bad(
+        self,
+        request: SipRequest,
+        destination: tuple[str, int],
+        now: float,
+        status: int,
+        reason: str,
+        detail: str,
+    ) -> None:
+        self._stats["bad_requests"] += 1
+        self._events.append(RequestRejected(remote=destination, reason=detail, at=now))
+        self._send(
+            build_response(
+                request, status, reason, headers=[("Warning", _warning(detail)), *self._common()]
+            ),
+            destination,
+        )
+
+    def _remember(
+        self, key: str, method: str, response: bytes, destination: tuple[str, int], now: float
+    ) -> None:
+        self._answered[(key, method)] = (response, destination, now + TIMER_J)
+        self._send(response, destination)
+
+    def _send(self, data: bytes, destination: tuple[str, int]) -> None:
+        self._stats["responses_sent"] += 1
+        self._outbox.append((data, destination))
+
+    def _collect(self) -> None:
+        """Move what the INVITE server and registration client produced to our queues."""
+        for data, destination in self._invites.outbox:
+            self._send(data, destination)
+        self._invites.outbox.clear()
+        self._events.extend(self._invites.events)
+        self._invites.events.clear()
+        if self._registration is not None:
+            for data in self._registration.datagrams_to_send():
+                self._stats["requests_sent"] += 1
+                self._outbox.append((data, self._registrar))
+            self._events.extend(self._registration.events())
+
+    def _common(self) -> list[tuple[str, str]]:
+        return [("Server", self.config.user_agent)]
+
+    # -- bookkeeping ---------------------------------------------------------------------
+
+    def _expire_answered(self, now: float) -> None:
+        # Entries are inserted in time order, so the oldest are first.
+        while self._answered:
+            first = next(iter(self._answered.values()))
+            if first[2] > now:
+                break
+            self._answered.popitem(last=False)
+
+    def _report_rejected_host(self, host: str, addr: tuple[str, int], now: float) -> None:
+        last = self._reject_reported.get(host)
+        if last is not None and now - last < REJECT_EVENT_INTERVAL:
+            return
+        if len(self._reject_reported) >= _REJECT_MEMORY:
+            # Forget hosts not heard of within the interval so a spoofed flood cannot
+            # grow this table without bound.
+            self._reject_reported = {
+                h: t for h, t in self._reject_reported.items() if now - t < REJECT_EVENT_INTERVAL
+            }
+        self._reject_reported[host] = now
+        self._events.append(RequestRejected(remote=addr, reason="host not allowed", at=now))
+
+    @staticmethod
+    def _response_address(request: SipRequest, source: tuple[str, int]) -> tuple[str, int]:
+        """RFC 3261 §18.2.2 + RFC 3581: answer the source IP; its port if ``rport``."""
+        via_text = request.headers.get("Via")
+        if via_text is None:
+            raise ValueError("no Via")
+        via = parse_via(via_text)
+        if "rport" in via.params:
+            return source
+        return (source[0], via.port or 5060)
+
+    @staticmethod
+    def _transaction_key(request: SipRequest) -> str:
+        """RFC 3261 §17.2.3: branch + sent-by; the RFC 2543 fallback without a cookie."""
+        via_text = request.headers.get("Via")
+        if via_text is None:
+            raise ValueError("no Via")
+        via = parse_via(via_text)
+        branch = via.branch or ""
+        if branch.startswith(_MAGIC_COOKIE):
+            return f"{branch}|{via.host}:{via.port}"
+        from_tag = parse_name_addr(request.headers.get("From") or "").tag
+        number = request.cseq[0]
+        # RFC 3261 §17.2.3: Request-URI, tags, Call-ID, CSeq number and top Via. The
+        # Request-URI is left out: ACK/CANCEL carry the INVITE's, so it adds nothing.
+        return f"2543|{request.call_id}|{number}|{from_tag}|{via_text}"
+
+
+def _salvage(data: bytes) -> SipRequest | None:
+    """Recover the request of a datagram whose framing is broken (Content-Length lies).
+
+    RFC 3261 §18.3: a UDP message with a bad Content-Length "SHOULD" get 400; to address
+    that 400 the header block is read again without its Content-Length lines.
+    """
+    for separator in (b"\r\n\r\n", b"\n\n"):
+        head, found, _ = data.partition(separator)
+        if found:
+            break
+    else:
+        return None
+    lines = [
+        line
+        for line in head.split(b"\n")
+        if line.split(b":", 1)[0].strip().lower() not in (b"content-length", b"l")
+    ]
+    message: SipRequest | SipResponse | None
+    try:
+        message = parse_message(b"\n".join(lines) + b"\n\n")
+    except SipParseError as exc:
+        message = exc.partial
+    return message if isinstance(message, SipRequest) else None
+
+
+def _tag_for(key: str) -> str:
+    # A stable To tag per transaction, so a retransmitted request is answered the same
+    # way (RFC 3261 §8.2.6.2 only asks that the tag be unique to this UA).
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _warning(detail: str) -> str:
+    # RFC 3261 §20.43: Warning: 399 <agent> "<text>" (miscellaneous warning).
+    text = detail.replace("\\", "").replace('"', "'")[:200]
+    return f'399 callpop "{text}"'
