@@ -1,0 +1,251 @@
+"""The database schema: staff, customers and their phones, transactions, notes, calls.
+
+SQLAlchemy 2 typed models. Every relationship is ``lazy="raise"``: a query says
+what it loads, so the caller lookup stays one indexed query path however the
+tables grow (docs/architecture.md, "Scale"). Datetimes are timezone-aware
+everywhere in Python and UTC in the database. Things a person deletes
+(customers, phones, transactions, notes) are soft-deleted with ``deleted_at``
+so that nothing typed is lost and a delete can be undone.
+
+This module knows tables and columns; it knows nothing of SIP, browsers or how
+numbers are normalised (``e164`` columns hold what ``lookup.numbers`` produced).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    Date,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+StaffRole = Literal["admin", "staff"]
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """An aware datetime, stored as UTC.
+
+    PostgreSQL keeps ``timestamptz`` itself. SQLite has no time zones: SQLAlchemy
+    stores the text of whatever it is given and hands back naive values, so the
+    value is converted to UTC and stored naive (so that text order is time order
+    for ``ORDER BY``/``<``), and read back as UTC. A naive datetime is refused:
+    guessing its zone is how 09:00 JST becomes 09:00 UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: pass an aware datetime")
+        value = value.astimezone(dt.UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: Dialect
+    ) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+# Stable constraint names, so Alembic migrations (batch mode on SQLite included)
+# can refer to them on every backend.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dt.datetime: UTCDateTime()}
+
+
+class Timestamped:
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SoftDeleted:
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+class Staff(Timestamped, Base):
+    __tablename__ = "staff"
+    __table_args__ = (CheckConstraint("role IN ('admin', 'staff')", name="role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    login: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    furigana: Mapped[str | None] = mapped_column(String(100))
+    extension: Mapped[str | None] = mapped_column(String(16))
+    role: Mapped[str] = mapped_column(String(16), default="staff")
+    password_hash: Mapped[str] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(default=True)
+
+
+class Customer(Timestamped, SoftDeleted, Base):
+    __tablename__ = "customers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    furigana: Mapped[str | None] = mapped_column(String(200))
+    company: Mapped[str | None] = mapped_column(String(200))
+    rank: Mapped[str | None] = mapped_column(String(16))
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    preferences: Mapped[str | None] = mapped_column(Text)
+    memo: Mapped[str | None] = mapped_column(Text)
+    birthday: Mapped[dt.date | None] = mapped_column(Date)
+    assigned_staff_id: Mapped[int | None] = mapped_column(
+        ForeignKey("staff.id", ondelete="SET NULL"), index=True
+    )
+
+    assigned_staff: Mapped[Staff | None] = relationship(lazy="raise")
+    phones: Mapped[list[CustomerPhone]] = relationship(back_populates="customer", lazy="raise")
+    transactions: Mapped[list[Transaction]] = relationship(back_populates="customer", lazy="raise")
+    notes: Mapped[list[Note]] = relationship(back_populates="customer", lazy="raise")
+
+
+class CustomerPhone(Timestamped, SoftDeleted, Base):
+    """A number a customer is reached on. Not unique: a family landline or a
+    company switchboard (代表) is shared by several customers."""
+
+    __tablename__ = "customer_phones"
+    __table_args__ = (
+        # The lookup's one index: live phones by number, carrying customer_id so the
+        # join to customers starts from the index alone.
+        Index(
+            "ix_customer_phones_e164_live",
+            "e164",
+            "customer_id",
+            sqlite_where=text("deleted_at IS NULL"),
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    e164: Mapped[str] = mapped_column(String(20))
+    label: Mapped[str | None] = mapped_column(String(32))  # 自宅 / 携帯 / 会社 / 代表 …
+    # The family member this number belongs to, when it is not the customer.
+    owner_name: Mapped[str | None] = mapped_column(String(100))
+    raw: Mapped[str | None] = mapped_column(String(64))  # as entered
+
+    customer: Mapped[Customer] = relationship(back_populates="phones", lazy="raise")
+
+
+class Transaction(Timestamped, SoftDeleted, Base):
+    """A piece of work or sale (取引)."""
+
+    __tablename__ = "transactions"
+    __table_args__ = (
+        # "newest first" reads this index backwards; both SQLite and PostgreSQL do that,
+        # so a DESC column would add nothing (and SQLite does not reflect it).
+        Index("ix_transactions_customer_date", "customer_id", "date", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    date: Mapped[dt.date] = mapped_column(Date)
+    title: Mapped[str] = mapped_column(String(200))
+    amount_yen: Mapped[int | None] = mapped_column()
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id", ondelete="SET NULL"))
+    memo: Mapped[str | None] = mapped_column(Text)
+
+    customer: Mapped[Customer] = relationship(back_populates="transactions", lazy="raise")
+    staff: Mapped[Staff | None] = relationship(lazy="raise")
+
+
+class Note(Timestamped, SoftDeleted, Base):
+    """A record of contact (対応履歴), linked to the call when written from a pop.
+
+    ``updated_at`` stays so that a later revision history can tell edited notes.
+    """
+
+    __tablename__ = "notes"
+    __table_args__ = (
+        Index("ix_notes_customer_created", "customer_id", "created_at", "id"),  # read backwards
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id", ondelete="SET NULL"))
+    body: Mapped[str] = mapped_column(Text)
+    call_id: Mapped[str | None] = mapped_column(
+        ForeignKey("calls.id", ondelete="SET NULL"), index=True
+    )
+
+    customer: Mapped[Customer] = relationship(back_populates="notes", lazy="raise")
+    staff: Mapped[Staff | None] = relationship(lazy="raise")
+
+
+class Call(Timestamped, Base):
+    """The call log: one row per ringing call, written by the server, never by a person."""
+
+    __tablename__ = "calls"
+    __table_args__ = (
+        Index("ix_calls_caller_started", "caller_e164", "started_at"),
+        Index("ix_calls_started_at", "started_at"),
+        Index("ix_calls_customer_started", "customer_id", "started_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # uuid4 hex
+    sip_call_id: Mapped[str] = mapped_column(String(255), index=True)
+    caller_e164: Mapped[str | None] = mapped_column(String(20))
+    caller_raw: Mapped[str | None] = mapped_column(String(255))
+    display_name: Mapped[str | None] = mapped_column(String(255))
+    # Why no number: anonymous | payphone | unavailable | interaction; NULL = presented.
+    withheld: Mapped[str | None] = mapped_column(String(16))
+    dialed_e164: Mapped[str | None] = mapped_column(String(20))
+    started_at: Mapped[dt.datetime] = mapped_column()
+    ended_at: Mapped[dt.datetime | None] = mapped_column()
+    state: Mapped[str] = mapped_column(String(16), default="ringing")  # ringing|answered|ended
+    # answered_elsewhere | abandoned | timeout | hangup; NULL while ringing.
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    answered_by: Mapped[str | None] = mapped_column(String(16))  # extension
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id", ondelete="SET NULL"))
+
+    customer: Mapped[Customer | None] = relationship(lazy="raise")
+
+
+__all__ = [
+    "Base",
+    "Call",
+    "Customer",
+    "CustomerPhone",
+    "Note",
+    "Staff",
+    "StaffRole",
+    "Transaction",
+    "UTCDateTime",
+    "utcnow",
+]

@@ -1,0 +1,406 @@
+"""The caller lookup: a raw number in, a :class:`~lookup.card.CallerCard` out, on time.
+
+Owns the queries behind a pop and the deadline around them. The query path is
+fixed whatever the table sizes (docs/architecture.md, "Scale"):
+
+1. live phones with this E.164, joined to their (live) customers and assigned
+   staff — the partial index ``ix_customer_phones_e164_live``;
+2. the last N transactions and 3. the last N notes of all matched customers,
+   one query each — a UNION ALL of one ``ORDER BY … LIMIT N`` per customer, each
+   walking ``ix_transactions_customer_date`` / ``ix_notes_customer_created``
+   backwards and stopping after N rows (works on SQLite and PostgreSQL alike,
+   unlike LATERAL; cheaper than a window over a customer's whole history);
+4. calls from this number before ``now`` (count, latest) — ``ix_calls_caller_started``;
+5. the latest call per matched customer — ``ix_calls_customer_started``.
+
+An unknown number costs queries 1 and 4. Withheld numbers, extensions and
+unreadable numbers cost nothing and never wait for the database.
+
+``card_for`` runs the blocking work in a worker thread under an asyncio deadline:
+when the database is slow, locked or down the pop still goes out, with the
+number alone and a message saying why (DESIGN: "A lookup has a deadline").
+
+Knows phone numbers and records; knows nothing of SIP or browsers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import datetime as dt
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Select, func, select, text, union_all
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import Call, Customer, CustomerPhone, Note, Staff, Transaction
+from lookup.card import (
+    CallerCard,
+    CardStatus,
+    CustomerCard,
+    NoteLine,
+    StaffRef,
+    TransactionLine,
+)
+from lookup.numbers import Number, RewriteRule, normalise
+
+log = logging.getLogger(__name__)
+
+_AnySelect = Select[*tuple[Any, ...]]
+
+# Dates ("today", birthdays, days since contact) are the office's dates.
+TOKYO = ZoneInfo("Asia/Tokyo")
+
+
+class CallerLookup:
+    """Builds caller cards from the database for the numbering settings given."""
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        *,
+        region: str = "JP",
+        rules: Sequence[RewriteRule] = (),
+        extension_max_digits: int = 4,
+        timeout: float = 0.3,
+        history: int = 5,
+    ) -> None:
+        self._session_factory = session_factory
+        self._region = region
+        self._rules = tuple(rules)
+        self._extension_max_digits = extension_max_digits
+        self._timeout = timeout
+        self._history = history
+
+    def normalise(self, raw: str | None) -> Number:
+        """``raw`` normalised with this lookup's numbering settings."""
+        return normalise(
+            raw,
+            region=self._region,
+            rules=self._rules,
+            extension_max_digits=self._extension_max_digits,
+        )
+
+    # --- async, with the deadline -----------------------------------------------------
+
+    async def card_for(
+        self, raw: str | None, *, withheld: str | None = None, now: dt.datetime
+    ) -> CallerCard:
+        """The card for a ringing call; never raises, never takes much longer than ``timeout``."""
+        try:
+            number = self.normalise(raw)
+        except Exception:  # a pop with the raw number beats no pop at all
+            log.exception("could not normalise %r", raw)
+            number = Number(e164=None, national=None, raw=raw, kind="invalid")
+        offline = _card_without_database(number, withheld)
+        if offline is not None:
+            return offline
+        try:
+            return await asyncio.wait_for(
+                asyncio.to_thread(self._card_for_e164, number, now), self._timeout
+            )
+        except TimeoutError:
+            reason = f"lookup timed out after {round(self._timeout * 1000)} ms"
+        except SQLAlchemyError as exc:
+            log.warning("caller lookup failed: %s", exc)
+            reason = f"database unavailable: {_short_reason(exc)}"
+        except Exception as exc:
+            log.exception("caller lookup failed")
+            reason = f"lookup failed: {_short_reason(exc)}"
+        return CallerCard(
+            status=CardStatus.DEGRADED,
+            number=number.e164,
+            national=number.national,
+            raw_number=raw,
+            message=reason,
+        )
+
+    # --- sync, may raise database errors --------------------------------------------
+
+    def card_for_number(
+        self, raw: str | None, *, withheld: str | None = None, now: dt.datetime
+    ) -> CallerCard:
+        """The card for ``raw`` at ``now`` (aware); blocking, database errors propagate."""
+        number = self.normalise(raw)
+        offline = _card_without_database(number, withheld)
+        if offline is not None:
+            return offline
+        return self._card_for_e164(number, now)
+
+    def _card_for_e164(self, number: Number, now: dt.datetime) -> CallerCard:
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        e164 = number.e164
+        assert e164 is not None
+        with self._session_factory() as session:
+            self._bound_statements(session)
+            matches = _phones_for(session, e164)
+            previous_calls, last_call_at = _calls_from(session, e164, now)
+            customers: list[CustomerCard] = []
+            if matches:
+                ids = [m.customer.id for m in matches]
+                transactions = self._latest_transactions(session, ids)
+                notes = self._latest_notes(session, ids)
+                customer_calls = _latest_call_per_customer(session, ids, now)
+                if len(matches) == 1 and last_call_at is not None:
+                    # A number of exactly one customer: its calls are that customer's
+                    # calls, even those logged before the number was entered.
+                    only = ids[0]
+                    customer_calls[only] = max(customer_calls.get(only, last_call_at), last_call_at)
+                today = now.astimezone(TOKYO).date()
+                customers = [
+                    _customer_card(
+                        m,
+                        transactions=transactions.get(m.customer.id, []),
+                        notes=notes.get(m.customer.id, []),
+                        last_call_at=customer_calls.get(m.customer.id),
+                        today=today,
+                    )
+                    for m in matches
+                ]
+        return CallerCard(
+            status=CardStatus.MATCHED if customers else CardStatus.UNKNOWN,
+            number=e164,
+            national=number.national,
+            raw_number=number.raw,
+            customers=customers,
+            previous_calls=previous_calls,
+            last_call_at=_local(last_call_at),
+        )
+
+    def _bound_statements(self, session: Session) -> None:
+        # PostgreSQL: a lookup that has missed its deadline must not hold a worker
+        # thread and a pooled connection for as long as a lock is held elsewhere.
+        # SET LOCAL lasts until the end of this read-only transaction.
+        if session.get_bind().dialect.name == "postgresql":
+            bound_ms = max(1000, round(self._timeout * 1000 * 4))
+            session.execute(text(f"SET LOCAL statement_timeout = {bound_ms}"))
+
+    def _latest_transactions(
+        self, session: Session, customer_ids: list[int]
+    ) -> dict[int, list[TransactionLine]]:
+        def per_customer(customer_id: int) -> _AnySelect:
+            query: _AnySelect = (
+                select(
+                    Transaction.customer_id,
+                    Transaction.id,
+                    Transaction.date,
+                    Transaction.title,
+                    Transaction.amount_yen,
+                )
+                .where(Transaction.customer_id == customer_id, Transaction.deleted_at.is_(None))
+                .order_by(Transaction.date.desc(), Transaction.id.desc())
+                .limit(self._history)
+            )
+            return query
+
+        found: dict[int, list[TransactionLine]] = {}
+        for row in session.execute(_union_of_limited(per_customer, customer_ids)):
+            found.setdefault(row.customer_id, []).append(
+                TransactionLine(date=row.date, title=row.title, amount=row.amount_yen)
+            )
+        for lines in found.values():
+            lines.sort(key=lambda line: line.date, reverse=True)  # UNION ALL keeps no order
+        return found
+
+    def _latest_notes(self, session: Session, customer_ids: list[int]) -> dict[int, list[NoteLine]]:
+        def per_customer(customer_id: int) -> _AnySelect:
+            query: _AnySelect = (
+                select(
+                    Note.customer_id,
+                    Note.id,
+                    Note.created_at,
+                    Note.body,
+                    Staff.name.label("staff_name"),
+                )
+                .outerjoin(Staff, Staff.id == Note.staff_id)
+                .where(Note.customer_id == customer_id, Note.deleted_at.is_(None))
+                .order_by(Note.created_at.desc(), Note.id.desc())
+                .limit(self._history)
+            )
+            return query
+
+        rows = list(session.execute(_union_of_limited(per_customer, customer_ids)))
+        rows.sort(key=lambda row: (row.created_at, row.id), reverse=True)
+        found: dict[int, list[NoteLine]] = {}
+        for row in rows:
+            found.setdefault(row.customer_id, []).append(
+                NoteLine(at=_aware_local(row.created_at), staff_name=row.staff_name, body=row.body)
+            )
+        return found
+
+
+# --- queries -------------------------------------------------------------------------
+
+
+class _Match:
+    """One matched customer with the phone row that matched and the assigned staff."""
+
+    __slots__ = ("customer", "phone", "staff")
+
+    def __init__(self, customer: Customer, phone: CustomerPhone, staff: Staff | None) -> None:
+        self.customer = customer
+        self.phone = phone
+        self.staff = staff
+
+
+def _phones_for(session: Session, e164: str) -> list[_Match]:
+    rows = session.execute(
+        select(CustomerPhone, Customer, Staff)
+        .join(Customer, Customer.id == CustomerPhone.customer_id)
+        .outerjoin(Staff, Staff.id == Customer.assigned_staff_id)
+        .where(
+            CustomerPhone.e164 == e164,
+            CustomerPhone.deleted_at.is_(None),
+            Customer.deleted_at.is_(None),
+        )
+        .order_by(Customer.id, CustomerPhone.id)
+    )
+    matches: dict[int, _Match] = {}
+    for phone, customer, staff in rows:
+        # The same number entered twice for one customer (自宅 and FAX…): one card, first label.
+        matches.setdefault(customer.id, _Match(customer, phone, staff))
+    return list(matches.values())
+
+
+def _calls_from(session: Session, e164: str, now: dt.datetime) -> tuple[int, dt.datetime | None]:
+    # Before `now`: the ringing call itself may already be in the log.
+    row = session.execute(
+        select(func.count(), func.max(Call.started_at)).where(
+            Call.caller_e164 == e164, Call.started_at < now
+        )
+    ).one()
+    count, latest = row
+    return int(count), _aware(latest)
+
+
+def _latest_call_per_customer(
+    session: Session, customer_ids: list[int], now: dt.datetime
+) -> dict[int, dt.datetime]:
+    rows = session.execute(
+        select(Call.customer_id, func.max(Call.started_at))
+        .where(Call.customer_id.in_(customer_ids), Call.started_at < now)
+        .group_by(Call.customer_id)
+    )
+    found: dict[int, dt.datetime] = {}
+    for customer_id, latest in rows:
+        aware = _aware(latest)
+        if customer_id is not None and aware is not None:
+            found[customer_id] = aware
+    return found
+
+
+def _union_of_limited(
+    per_customer: Callable[[int], _AnySelect], customer_ids: list[int]
+) -> _AnySelect:
+    # Each branch is wrapped in a subquery: SQLite allows ORDER BY/LIMIT only on
+    # the whole compound statement, not on its members.
+    branches = [select(per_customer(cid).subquery()) for cid in customer_ids]
+    if len(branches) == 1:
+        return branches[0]
+    compound = union_all(*branches).subquery()
+    return select(compound)
+
+
+# --- card building -------------------------------------------------------------------
+
+
+def _card_without_database(number: Number, withheld: str | None) -> CallerCard | None:
+    # No number and no reason given is still a caller who did not show a number.
+    if withheld or number.kind == "none":
+        return CallerCard(
+            status=CardStatus.WITHHELD, number=None, national=None, raw_number=number.raw
+        )
+    status = {
+        "extension": CardStatus.INTERNAL,
+        "invalid": CardStatus.INVALID,
+    }.get(number.kind)
+    if status is None:
+        return None
+    return CallerCard(status=status, number=None, national=number.national, raw_number=number.raw)
+
+
+def _customer_card(
+    match: _Match,
+    *,
+    transactions: list[TransactionLine],
+    notes: list[NoteLine],
+    last_call_at: dt.datetime | None,
+    today: dt.date,
+) -> CustomerCard:
+    customer, staff = match.customer, match.staff
+    contacts = [note.at for note in notes[:1]]
+    if transactions:
+        # A transaction's date is an office date: count it from the start of that day.
+        first = transactions[0].date
+        contacts.append(dt.datetime(first.year, first.month, first.day, tzinfo=TOKYO))
+    if last_call_at is not None:
+        contacts.append(last_call_at)
+    last_contact = max(contacts, default=None)
+    return CustomerCard(
+        id=customer.id,
+        name=customer.name,
+        furigana=customer.furigana,
+        company=customer.company,
+        rank=customer.rank,
+        tags=list(customer.tags or []),
+        preferences=customer.preferences,
+        memo=customer.memo,
+        phone_label=match.phone.label,
+        phone_owner=match.phone.owner_name,
+        assigned_staff=(
+            StaffRef(
+                id=staff.id, name=staff.name, furigana=staff.furigana, extension=staff.extension
+            )
+            if staff is not None
+            else None
+        ),
+        transactions=transactions,
+        notes=notes,
+        last_contact_at=_local(last_contact),
+        days_since_contact=(
+            (today - last_contact.astimezone(TOKYO).date()).days if last_contact else None
+        ),
+        birthday_today=_is_birthday(customer.birthday, today),
+    )
+
+
+def _is_birthday(birthday: dt.date | None, today: dt.date) -> bool:
+    if birthday is None:
+        return False
+    if (birthday.month, birthday.day) == (today.month, today.day):
+        return True
+    # Born on 29 February: celebrated on the 28th in common years.
+    if (birthday.month, birthday.day) != (2, 29) or (today.month, today.day) != (2, 28):
+        return False
+    return not calendar.isleap(today.year)
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    # Aggregates (max) bypass the column type on SQLite and come back naive UTC text.
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
+
+
+def _aware_local(value: dt.datetime) -> dt.datetime:
+    aware = _aware(value)
+    assert aware is not None
+    return aware.astimezone(TOKYO)
+
+
+def _local(value: dt.datetime | None) -> dt.datetime | None:
+    return value.astimezone(TOKYO) if value is not None else None
+
+
+def _short_reason(exc: BaseException) -> str:
+    inner = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    lines = str(inner).strip().splitlines()
+    first = lines[0] if lines else type(inner).__name__
+    return first if len(first) <= 160 else first[:157] + "…"

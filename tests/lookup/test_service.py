@@ -1,0 +1,313 @@
+"""CallerLookup against a real database (SQLite file and PostgreSQL schema)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import socket
+import sqlite3
+import threading
+import uuid
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from db.calls import record_call_started
+from db.engine import make_engine, make_session_factory
+from db.models import Base, CustomerPhone
+from lookup.card import CardStatus
+from lookup.service import CallerLookup
+from tests.fixtures_db import (
+    Database,
+    add_customer,
+    add_note,
+    add_staff,
+    add_transaction,
+)
+
+TOKYO = ZoneInfo("Asia/Tokyo")
+NOW = dt.datetime(2026, 11, 22, 10, 31, 5, tzinfo=TOKYO)
+TODAY = NOW.date()
+
+
+def call(
+    db: Database, number: str | None, at: dt.datetime, *, customer_id: int | None = None
+) -> None:
+    with db.session_factory() as session:
+        record_call_started(
+            session,
+            id=uuid.uuid4().hex,
+            sip_call_id=uuid.uuid4().hex,
+            caller_e164=number,
+            caller_raw=number,
+            display_name=None,
+            withheld=None,
+            dialed_e164=None,
+            started_at=at,
+            customer_id=None,
+        )
+        session.commit()
+
+
+def test_single_customer_with_staff(database: Database) -> None:
+    with database.session_factory() as session:
+        sato = add_staff(session, "佐藤 健", "203", "sato")
+        yamada = add_customer(
+            session,
+            "山田 太郎",
+            ("+81312345678", "自宅"),
+            staff=sato,
+            furigana="やまだ たろう",
+            rank="A",
+            tags=["リピーター"],
+            preferences="お茶は緑茶",
+            birthday=dt.date(1956, 11, 22),
+        )
+        add_transaction(session, yamada, TODAY - dt.timedelta(days=152), "雨漏り修繕", 58_000)
+        add_note(session, yamada, NOW - dt.timedelta(days=10), "点検済み", staff=sato)
+        session.commit()
+    card = CallerLookup(database.session_factory).card_for_number("03-1234-5678", now=NOW)
+    assert card.status is CardStatus.MATCHED
+    assert (card.number, card.national, card.raw_number) == (
+        "+81312345678",
+        "03-1234-5678",
+        "03-1234-5678",
+    )
+    [customer] = card.customers
+    assert (customer.name, customer.furigana, customer.rank) == ("山田 太郎", "やまだ たろう", "A")
+    assert customer.tags == ["リピーター"] and customer.preferences == "お茶は緑茶"
+    assert customer.phone_label == "自宅"
+    assert customer.assigned_staff is not None
+    assert (customer.assigned_staff.name, customer.assigned_staff.extension) == ("佐藤 健", "203")
+    assert [(t.title, t.amount) for t in customer.transactions] == [("雨漏り修繕", 58_000)]
+    assert [(n.body, n.staff_name) for n in customer.notes] == [("点検済み", "佐藤 健")]
+    assert customer.notes[0].at == NOW - dt.timedelta(days=10)
+    assert customer.notes[0].at.utcoffset() == dt.timedelta(hours=9)  # shown in JST
+    assert customer.days_since_contact == 10
+    assert customer.birthday_today is True
+    assert card.to_json()["customers"][0]["assigned_staff"]["extension"] == "203"
+
+
+def test_history_is_newest_first_and_limited(database: Database) -> None:
+    with database.session_factory() as session:
+        busy = add_customer(session, "池田 剛", ("+819088889999", "携帯"))
+        other = add_customer(session, "池田 花", ("+819088889999", "携帯"))
+        for i in range(8):
+            add_transaction(session, busy, TODAY - dt.timedelta(days=100 - i * 10), f"工事{i}")
+            add_note(session, busy, NOW - dt.timedelta(days=50 - i), f"メモ{i}")
+        add_transaction(session, other, TODAY - dt.timedelta(days=1), "他の人の工事")
+        deleted = add_note(session, busy, NOW - dt.timedelta(hours=1), "消したメモ")
+        deleted.deleted_at = NOW
+        session.commit()
+    card = CallerLookup(database.session_factory).card_for_number("090-8888-9999", now=NOW)
+    assert [c.name for c in card.customers] == ["池田 剛", "池田 花"]
+    busy_card, other_card = card.customers
+    assert [t.title for t in busy_card.transactions] == [f"工事{i}" for i in (7, 6, 5, 4, 3)]
+    assert [n.body for n in busy_card.notes] == [f"メモ{i}" for i in (7, 6, 5, 4, 3)]
+    assert [t.title for t in other_card.transactions] == ["他の人の工事"]
+    assert other_card.notes == []
+    # The latest contact is the newest transaction (30 days), not the newest note (43).
+    assert busy_card.days_since_contact == 30
+    assert other_card.days_since_contact == 1
+    three = CallerLookup(database.session_factory, history=3).card_for_number(
+        "09088889999", now=NOW
+    )
+    assert [t.title for t in three.customers[0].transactions] == ["工事7", "工事6", "工事5"]
+
+
+def test_shared_family_landline(database: Database) -> None:
+    with database.session_factory() as session:
+        suzuki = add_staff(session, "鈴木 美咲", "204", "suzuki")
+        add_customer(session, "田中 一郎", ("+81451234567", "自宅"), staff=suzuki)
+        add_customer(
+            session, "田中 和子", ("+81451234567", "自宅", "田中 一郎"), ("+818023456789", "携帯")
+        )
+        session.commit()
+    lookup = CallerLookup(database.session_factory)
+    card = lookup.card_for_number("045-123-4567", now=NOW)
+    assert card.status is CardStatus.MATCHED
+    assert [(c.name, c.phone_owner) for c in card.customers] == [
+        ("田中 一郎", None),
+        ("田中 和子", "田中 一郎"),
+    ]
+    assert card.customers[1].assigned_staff is None
+    mobile = lookup.card_for_number("080-2345-6789", now=NOW)
+    assert [c.name for c in mobile.customers] == ["田中 和子"]
+
+
+def test_company_switchboard(database: Database) -> None:
+    with database.session_factory() as session:
+        for name in ("木村 直樹", "林 由美", "森 拓也"):
+            add_customer(session, name, ("+81355550100", "代表"), company="株式会社 青葉不動産")
+        session.commit()
+    card = CallerLookup(database.session_factory).card_for_number("0355550100", now=NOW)
+    assert [c.name for c in card.customers] == ["木村 直樹", "林 由美", "森 拓也"]
+    assert {c.company for c in card.customers} == {"株式会社 青葉不動産"}
+    assert {c.phone_label for c in card.customers} == {"代表"}
+
+
+def test_soft_deleted_phone_and_customer_are_not_matched(database: Database) -> None:
+    with database.session_factory() as session:
+        moved = add_customer(session, "引越 済", ("+81312345678", "旧自宅"))
+        gone = add_customer(session, "削除 済", ("+81312345678", "自宅"))
+        session.commit()
+        session.query(CustomerPhone).filter_by(customer_id=moved.id).update({"deleted_at": NOW})
+        gone.deleted_at = NOW
+        session.commit()
+    card = CallerLookup(database.session_factory).card_for_number("0312345678", now=NOW)
+    assert card.status is CardStatus.UNKNOWN
+    assert card.customers == []
+
+
+def test_unknown_number_counts_previous_calls(database: Database) -> None:
+    for days in (30, 2):
+        call(database, "+819099990000", NOW - dt.timedelta(days=days))
+    call(database, "+819099990000", NOW)  # the ringing call itself: not "previous"
+    call(database, "+819011110000", NOW - dt.timedelta(days=1))  # another number
+    card = CallerLookup(database.session_factory).card_for_number("090-9999-0000", now=NOW)
+    assert card.status is CardStatus.UNKNOWN
+    assert card.previous_calls == 2
+    assert card.last_call_at == NOW - dt.timedelta(days=2)
+
+
+def test_calls_count_as_contact(database: Database) -> None:
+    with database.session_factory() as session:
+        one = add_customer(session, "伊藤 修", ("+81482345678", "自宅"))
+        session.commit()
+    call(database, "+81482345678", NOW - dt.timedelta(days=3))
+    card = CallerLookup(database.session_factory).card_for_number("048-234-5678", now=NOW)
+    assert card.previous_calls == 1
+    assert card.customers[0].id == one.id
+    assert card.customers[0].days_since_contact == 3
+
+
+@pytest.mark.parametrize(
+    ("raw", "withheld", "status", "national"),
+    [
+        (None, "anonymous", CardStatus.WITHHELD, None),
+        ("0312345678", "payphone", CardStatus.WITHHELD, None),  # a reason wins over a number
+        (None, None, CardStatus.WITHHELD, None),
+        ("203", None, CardStatus.INTERNAL, "203"),
+        ("abc", None, CardStatus.INVALID, None),
+        ("12345", None, CardStatus.INVALID, None),
+    ],
+)
+@pytest.mark.asyncio
+async def test_cards_without_a_customer_number(
+    database: Database,
+    raw: str | None,
+    withheld: str | None,
+    status: CardStatus,
+    national: str | None,
+) -> None:
+    lookup = CallerLookup(database.session_factory)
+    for card in (
+        lookup.card_for_number(raw, withheld=withheld, now=NOW),
+        await lookup.card_for(raw, withheld=withheld, now=NOW),
+    ):
+        assert card.status is status
+        assert card.number is None and card.national == national and card.raw_number == raw
+        assert card.customers == [] and card.previous_calls == 0
+
+
+@pytest.mark.asyncio
+async def test_card_for_matches_like_card_for_number(database: Database) -> None:
+    with database.session_factory() as session:
+        add_customer(session, "山田 太郎", ("+81312345678", "自宅"))
+        session.commit()
+    card = await CallerLookup(database.session_factory).card_for("0312345678", now=NOW)
+    assert card.status is CardStatus.MATCHED and card.customers[0].name == "山田 太郎"
+
+
+# --- the deadline -----------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_locked_database_gives_a_degraded_card_in_time(database: Database) -> None:
+    """Another connection holds a lock that blocks the lookup's read."""
+    release = threading.Event()
+    locked = threading.Event()
+
+    def hold_lock() -> None:
+        if database.backend == "sqlite":
+            path = database.url.removeprefix("sqlite:///")
+            # The exclusive lock needs every other connection closed, pooled ones too.
+            database.engine.dispose()
+            # WAL readers never wait for a writer, but an EXCLUSIVE-mode connection
+            # that has written keeps every other connection out until it closes.
+            holder = sqlite3.connect(path, isolation_level=None)
+            holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+            holder.execute("BEGIN EXCLUSIVE")
+            holder.execute("UPDATE staff SET name = name")
+            holder.execute("COMMIT")
+            locked.set()
+            release.wait(30)
+            holder.close()
+        else:
+            engine = make_engine(database.url)
+            with engine.connect() as connection:
+                connection.execute(text("LOCK TABLE customer_phones IN ACCESS EXCLUSIVE MODE"))
+                locked.set()
+                release.wait(30)
+                connection.rollback()
+            engine.dispose()
+
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    try:
+        assert await asyncio.to_thread(locked.wait, 10), "could not take the lock"
+        lookup = CallerLookup(database.session_factory, timeout=0.2)
+        card = await asyncio.wait_for(lookup.card_for("03-1234-5678", now=NOW), 10)
+        assert card.status is CardStatus.DEGRADED
+        assert (card.number, card.national, card.raw_number) == (
+            "+81312345678",
+            "03-1234-5678",
+            "03-1234-5678",
+        )
+        assert card.message == "lookup timed out after 200 ms"
+        assert card.customers == []
+    finally:
+        release.set()
+        await asyncio.to_thread(holder.join, 30)
+    # Once the lock is gone, lookups work again.
+    card = await CallerLookup(database.session_factory, timeout=10).card_for("0312345678", now=NOW)
+    assert card.status is CardStatus.UNKNOWN
+
+
+@pytest.mark.asyncio
+async def test_database_error_gives_a_degraded_card(database: Database) -> None:
+    with database.engine.begin() as connection:
+        connection.execute(text("DROP TABLE notes"))
+        connection.execute(text("DROP TABLE customer_phones"))
+    lookup = CallerLookup(database.session_factory)
+    card = await lookup.card_for("03-1234-5678", now=NOW)
+    assert card.status is CardStatus.DEGRADED
+    assert card.number == "+81312345678"
+    assert card.message is not None and card.message.startswith("database unavailable: ")
+    assert "customer_phones" in card.message
+    # The sync form lets the error through, for callers that handle it themselves.
+    with pytest.raises(DBAPIError, match="customer_phones"):
+        lookup.card_for_number("03-1234-5678", now=NOW)
+    if database.backend == "postgres":
+        # The schema is shared by the run's PostgreSQL tests: put the tables back.
+        with database.engine.begin() as connection:
+            Base.metadata.create_all(connection)
+
+
+@pytest.mark.asyncio
+async def test_unreachable_database_gives_a_degraded_card() -> None:
+    # A PostgreSQL URL on a port where nothing listens: connecting fails at once.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    engine = make_engine(f"postgresql+psycopg://postgres@127.0.0.1:{port}/nothing")
+    try:
+        lookup = CallerLookup(make_session_factory(engine), timeout=5)
+        card = await lookup.card_for("090-1234-5678", now=NOW)
+    finally:
+        engine.dispose()
+    assert card.status is CardStatus.DEGRADED
+    assert (card.number, card.national) == ("+819012345678", "090-1234-5678")
+    assert card.message is not None and card.message.startswith("database unavailable: ")
