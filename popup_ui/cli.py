@@ -69,9 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--data-dir", type=Path, help="keep the demo database here (default: a temporary directory)"
     )
-    demo.add_argument(
-        "--language", choices=["ja", "en"], default="ja", help="default UI language"
-    )
+    demo.add_argument("--language", choices=["ja", "en"], default="ja", help="default UI language")
     demo.set_defaults(func=cmd_demo)
 
     call = sub.add_parser("call", help="place a real SIP test call: INVITE, ring, then CANCEL")
@@ -99,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain = sub.add_parser(
         "explain-invite", help="print the caller ID callpop reads from one raw SIP message"
     )
-    explain.add_argument("file", nargs="?", default="-", help="file with the message, or - for stdin")
+    explain.add_argument(
+        "file", nargs="?", default="-", help="file with the message, or - for stdin"
+    )
     explain.add_argument("--region", default="JP", help="default region for national numbers")
     explain.set_defaults(func=cmd_explain_invite)
 

@@ -1,0 +1,138 @@
+"""``/ws``: the WebSocket that pushes pop messages to a logged-in browser.
+
+Owns the same-origin and session checks (both before the handshake is accepted),
+the replay of active calls on connect, and the per-connection pump from the hub.
+It knows messages only as the hub's encoded text; nothing of SIP or the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from fastapi import APIRouter, WebSocket
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.requests import HTTPConnection
+from starlette.websockets import WebSocketDisconnect
+
+from popup_ui.auth import COOKIE_NAME, get_services, staff_for_connection
+from popup_ui.hub import CLOSE_TOO_SLOW, Subscription, SubscriptionDropped, encode_message
+
+log = logging.getLogger(__name__)
+
+# Close codes sent before accept (the server turns them into HTTP 403 on the handshake);
+# the 4000-4999 range is for applications (RFC 6455 §7.4.2).
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FOREIGN_ORIGIN = 4403
+CLOSE_GOING_AWAY = 1001
+
+# How long a close may wait for a browser that stopped reading before we give up on it.
+_CLOSE_TIMEOUT = 5.0
+
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+router = APIRouter()
+
+
+def _canonical_origin(origin: str) -> str:
+    """``scheme://host[:port]`` lower-cased, with the scheme's default port dropped."""
+    origin = origin.strip().rstrip("/").lower()
+    scheme, sep, hostport = origin.partition("://")
+    if not sep:
+        return origin
+    host, colon, port = hostport.rpartition(":")
+    if colon and not host.endswith("]") and "]" in port:  # bare IPv6 without a port
+        return origin
+    if colon and port == _DEFAULT_PORTS.get(scheme):
+        return f"{scheme}://{host}"
+    return origin
+
+
+def origin_allowed(conn: HTTPConnection, allowed_origins: list[str]) -> bool:
+    """Same-origin rule for a browser request: Origin is this Host, or configured.
+
+    A missing Origin is refused too: every browser sends one on a WebSocket handshake,
+    so its absence means a non-browser client, which has no business here without it.
+    """
+    origin = conn.headers.get("origin")
+    host = conn.headers.get("host")
+    if not origin or origin == "null":
+        return False
+    wanted = _canonical_origin(origin)
+    if host and wanted in {_canonical_origin(f"{scheme}://{host}") for scheme in ("http", "https")}:
+        return True
+    return wanted in {_canonical_origin(o) for o in allowed_origins}
+
+
+@router.websocket("/ws")
+async def pops(websocket: WebSocket) -> None:
+    services = get_services(websocket)
+    if not origin_allowed(websocket, services.settings.http.allowed_origins):
+        await websocket.close(code=CLOSE_FOREIGN_ORIGIN)
+        return
+    try:
+        logged_in = await staff_for_connection(websocket) is not None
+    except SQLAlchemyError as exc:
+        # The database is down, and pops still go out with degraded cards: a browser
+        # that reconnects now must get them. Its signed, unexpired cookie is the proof
+        # of login until the database can say whether the account is still active.
+        log.warning("session check without the database: %s", str(exc).splitlines()[0])
+        cookie = websocket.cookies.get(COOKIE_NAME)
+        logged_in = services.sessions.staff_id(cookie) is not None
+    if not logged_in:
+        await websocket.close(code=CLOSE_UNAUTHENTICATED)
+        return
+
+    # Subscribe and read the active calls in one step (no await between): every call
+    # arrives exactly once, either in the replay or live.
+    subscription = services.hub.subscribe()
+    replay = [encode_message(m) for m in services.calls.active_messages()]
+    try:
+        await websocket.accept()
+        for text in replay:
+            await websocket.send_text(text)
+        await _serve(websocket, subscription)
+    except WebSocketDisconnect:
+        pass  # the browser went away: the normal end of a connection
+    finally:
+        services.hub.unsubscribe(subscription)
+
+
+async def _serve(websocket: WebSocket, subscription: Subscription) -> None:
+    """Pump hub messages out until the browser leaves or the hub drops it."""
+    pump = asyncio.ensure_future(_pump(websocket, subscription))
+    listen = asyncio.ensure_future(_listen(websocket))
+    dropped = asyncio.ensure_future(subscription.wait_dropped())
+    try:
+        done, _ = await asyncio.wait({pump, listen, dropped}, return_when=asyncio.FIRST_COMPLETED)
+        reason: str | None = None
+        if dropped in done:
+            reason = dropped.result()
+        elif pump in done and (error := pump.exception()) is not None:
+            if not isinstance(error, SubscriptionDropped):
+                raise error  # a bug, not a browser leaving: let the server log it
+            reason = error.reason
+    finally:
+        for task in (pump, listen, dropped):
+            task.cancel()
+        await asyncio.gather(pump, listen, dropped, return_exceptions=True)
+    if reason is not None:
+        code = CLOSE_TOO_SLOW if reason == "too slow" else CLOSE_GOING_AWAY
+        # A browser that stopped reading may never let the close frame out: bounded.
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, TimeoutError):
+            await asyncio.wait_for(websocket.close(code=code, reason=reason), _CLOSE_TIMEOUT)
+
+
+async def _pump(websocket: WebSocket, subscription: Subscription) -> None:
+    with contextlib.suppress(WebSocketDisconnect):
+        while True:
+            await websocket.send_text(await subscription.get())
+
+
+async def _listen(websocket: WebSocket) -> None:
+    """Read (and ignore) what the browser sends, to notice when it goes away."""
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
