@@ -1,0 +1,429 @@
+// The pop card: one call (ringing, answered or ended) rendered as DOM.
+//
+// SECURITY: every piece of customer or caller data reaches the page through
+// textContent / setAttribute on elements made with createElement. Nothing here
+// ever assigns innerHTML, so a name like <img src=x onerror=...> stays text.
+// This module knows the card JSON of docs/protocol.md and the words of i18n.js,
+// not sockets, sessions or the board's ordering.
+
+import { language, t } from "./i18n.js";
+import { displayNumber, formatDate, formatTime, formatYen } from "./format.js";
+
+/** createElement with a class list, text and attributes; children appended. */
+export function el(tag, options = {}, children = []) {
+  const node = document.createElement(tag);
+  if (options.className) node.className = options.className;
+  if (options.text !== undefined && options.text !== null) node.textContent = String(options.text);
+  if (options.attrs) {
+    for (const [name, value] of Object.entries(options.attrs)) {
+      if (value !== undefined && value !== null) node.setAttribute(name, String(value));
+    }
+  }
+  for (const child of children) {
+    if (child) node.append(child);
+  }
+  return node;
+}
+
+const WITHHELD_KEYS = {
+  anonymous: "withheld.anonymous",
+  payphone: "withheld.payphone",
+  unavailable: "withheld.unavailable",
+  interaction: "withheld.interaction",
+};
+
+const OUTCOME_KEYS = {
+  answered_elsewhere: "outcome.answered_elsewhere",
+  abandoned: "outcome.abandoned",
+  timeout: "outcome.timeout",
+  hangup: "outcome.hangup",
+};
+
+/** The reason an ended call shows, e.g. 他の人が応答しました. */
+export function outcomeText(outcome) {
+  return t(OUTCOME_KEYS[outcome] || "outcome.gone");
+}
+
+function withheldText(reason) {
+  return t(WITHHELD_KEYS[reason] || "withheld.anonymous");
+}
+
+function customers(card) {
+  return (card && Array.isArray(card.customers) && card.customers) || [];
+}
+
+function selectedCustomer(entry) {
+  const list = customers(entry.card);
+  if (list.length === 0) return null;
+  const index = Math.min(Math.max(entry.selected || 0, 0), list.length - 1);
+  return list[index];
+}
+
+/** Who is calling, in a few words: for document.title and notifications. */
+export function callerSummary(entry) {
+  const { call, card } = entry;
+  const caller = (call && call.caller) || {};
+  const status = card ? card.status : null;
+  const withheld = caller.withheld || (status === "withheld" ? "anonymous" : null);
+  if (withheld) return withheldText(withheld);
+  const customer = status === "matched" ? selectedCustomer(entry) : null;
+  if (customer) {
+    const list = customers(card);
+    const name = t("honorific", { name: customer.name });
+    return list.length > 1 ? `${name} (+${list.length - 1})` : name;
+  }
+  const number = displayNumber(call, card);
+  if (status === "internal") return t("status.internal", { ext: caller.raw || number });
+  return number || t("status.noNumber");
+}
+
+// --- parts -------------------------------------------------------------------
+
+function stateChip(entry) {
+  const call = entry.call || {};
+  if (call.state === "ended") {
+    return el("span", {
+      className: `chip chip-ended outcome-${call.outcome || "gone"}`,
+      text: outcomeText(call.outcome),
+      attrs: { "data-testid": "outcome" },
+    });
+  }
+  if (call.state === "answered") {
+    const text = call.answered_by
+      ? t("call.answeredBy", { ext: call.answered_by })
+      : t("call.answered");
+    return el("span", { className: "chip chip-answered", text });
+  }
+  return el("span", { className: "chip chip-ringing" }, [
+    el("span", { className: "pulse", attrs: { "aria-hidden": "true" } }),
+    el("span", { text: t("board.ringing") }),
+  ]);
+}
+
+function topLine(entry) {
+  const call = entry.call || {};
+  const caller = call.caller || {};
+  const meta = el("div", { className: "card-meta" }, [stateChip(entry)]);
+  if (call.started_at) {
+    meta.append(el("span", { className: "time", text: t("call.at", { time: formatTime(call.started_at) }) }));
+  }
+  if (call.state === "ended" && call.ended_at) {
+    meta.append(el("span", { className: "time ended-time", text: t("call.endedAt", { time: formatTime(call.ended_at) }) }));
+  }
+  const side = el("div", { className: "card-caller" });
+  const status = entry.card ? entry.card.status : null;
+  const number = displayNumber(call, entry.card);
+  // The number heads the card for a known customer; the other kinds show it large below.
+  if (status === "matched" && number) {
+    const customer = selectedCustomer(entry);
+    side.append(el("span", { className: "number", text: number, attrs: { "data-testid": "number" } }));
+    if (customer && (customer.phone_owner || customer.phone_label)) {
+      const label = customer.phone_owner
+        ? t("customer.phoneOwner", { owner: customer.phone_owner })
+        : t("customer.phone", { label: customer.phone_label });
+      side.append(el("span", { className: "phone-label", text: label }));
+    }
+  }
+  if (caller.display_name) {
+    side.append(
+      el("span", {
+        className: "display-name",
+        text: t("call.display", { name: caller.display_name }),
+        attrs: { "data-testid": "display-name" },
+      }),
+    );
+  }
+  return el("header", { className: "card-top" }, [meta, side]);
+}
+
+function badges(customer) {
+  const row = el("div", { className: "badges" });
+  if (customer.rank) {
+    row.append(
+      el("span", {
+        className: `badge rank rank-${String(customer.rank).toLowerCase().replace(/[^a-z0-9]/g, "")}`,
+        text: t("customer.rank", { rank: customer.rank }),
+      }),
+    );
+  }
+  for (const tag of customer.tags || []) {
+    row.append(el("span", { className: "badge tag", text: tag }));
+  }
+  if (customer.birthday_today) {
+    // An icon instead of the 🎂 character: not every office PC has an emoji font.
+    row.append(
+      el("span", { className: "badge birthday", attrs: { "data-testid": "birthday" } }, [
+        el("img", { className: "icon", attrs: { src: "/static/cake.svg", alt: "🎂", width: 18, height: 18 } }),
+        el("span", { text: t("customer.birthday") }),
+      ]),
+    );
+  }
+  return row.childElementCount ? row : null;
+}
+
+function assignedPanel(entry, customer, handlers) {
+  const staff = customer.assigned_staff;
+  if (!staff) {
+    return el("div", { className: "assigned none", text: t("customer.noAssigned") });
+  }
+  const ext = staff.extension;
+  const panel = el("div", { className: "assigned", attrs: { "data-testid": "assigned" } });
+  panel.append(
+    el("div", {
+      className: "assigned-name",
+      text: ext
+        ? t("customer.assignedExt", { name: staff.name, ext })
+        : t("customer.assigned", { name: staff.name }),
+    }),
+  );
+  if (ext) {
+    // No PBX transfer yet: say what to do and offer the extension to copy, nothing more.
+    const hint = el("div", { className: "transfer" }, [
+      el("span", { className: "transfer-hint", text: t("transfer.hint", { ext }) }),
+    ]);
+    const button = el("button", {
+      className: "copy-ext",
+      text: t("transfer.copy"),
+      attrs: { type: "button", "data-ext": ext },
+    });
+    button.addEventListener("click", (event) => {
+      event.stopPropagation();
+      handlers.onCopyExtension(entry, ext);
+    });
+    hint.append(button);
+    if (entry.copyFeedback && entry.copyFeedback.ext === ext) {
+      hint.append(
+        el("span", {
+          className: "copy-feedback",
+          text: entry.copyFeedback.ok
+            ? t("transfer.copied", { ext })
+            : t("transfer.copyFailed", { ext }),
+          attrs: { role: "status" },
+        }),
+      );
+    }
+    panel.append(hint);
+  }
+  return panel;
+}
+
+function facts(customer) {
+  const list = el("ul", { className: "facts" });
+  if (customer.preferences) {
+    list.append(
+      el("li", { className: "fact preferences" }, [
+        el("span", { className: "fact-label", text: t("customer.preferences") }),
+        el("span", { className: "fact-text", text: customer.preferences }),
+      ]),
+    );
+  }
+  if (typeof customer.days_since_contact === "number") {
+    const text =
+      customer.days_since_contact === 0
+        ? t("customer.daysSinceToday")
+        : t("customer.daysSince", { days: customer.days_since_contact });
+    const date = customer.last_contact_at ? formatDate(customer.last_contact_at) : "";
+    list.append(
+      el("li", { className: "fact since" }, [
+        el("span", { className: "fact-text", text }),
+        date ? el("span", { className: "fact-sub", text: `(${date})` }) : null,
+      ]),
+    );
+  }
+  if (customer.memo) {
+    list.append(
+      el("li", { className: "fact memo" }, [
+        el("span", { className: "fact-label", text: t("customer.memo") }),
+        el("span", { className: "fact-text", text: customer.memo }),
+      ]),
+    );
+  }
+  return list.childElementCount ? list : null;
+}
+
+function history(customer) {
+  const transactions = el("section", { className: "history transactions" }, [
+    el("h4", { text: t("customer.transactions") }),
+  ]);
+  const txList = el("ul", { className: "lines" });
+  for (const line of customer.transactions || []) {
+    txList.append(
+      el("li", { className: "line" }, [
+        el("span", { className: "date", text: formatDate(line.date) }),
+        el("span", { className: "title", text: line.title }),
+        el("span", { className: "amount", text: formatYen(line.amount) }),
+      ]),
+    );
+  }
+  transactions.append(
+    txList.childElementCount ? txList : el("p", { className: "empty", text: t("customer.noTransactions") }),
+  );
+
+  const notes = el("section", { className: "history notes" }, [el("h4", { text: t("customer.notes") })]);
+  const noteList = el("ul", { className: "lines" });
+  for (const note of customer.notes || []) {
+    const who = note.staff_name ? `${note.staff_name}: ` : "";
+    noteList.append(
+      el("li", { className: "line note" }, [
+        el("span", { className: "date", text: formatDate(note.at) }),
+        el("span", { className: "body" }, [
+          note.staff_name ? el("span", { className: "note-staff", text: who }) : null,
+          el("span", { className: "note-body", text: note.body }),
+        ]),
+      ]),
+    );
+  }
+  notes.append(noteList.childElementCount ? noteList : el("p", { className: "empty", text: t("customer.noNotes") }));
+  return el("div", { className: "histories" }, [transactions, notes]);
+}
+
+function picker(entry, list, handlers) {
+  const box = el("div", { className: "picker", attrs: { "data-testid": "picker" } }, [
+    el("div", { className: "picker-title", text: t("customer.family", { count: list.length }) }),
+  ]);
+  const buttons = el("div", { className: "picker-list", attrs: { role: "tablist" } });
+  list.forEach((customer, index) => {
+    const chosen = index === (entry.selected || 0);
+    const label = [t("honorific", { name: customer.name })];
+    const extra = customer.phone_owner || customer.company || customer.phone_label;
+    const button = el(
+      "button",
+      {
+        className: chosen ? "pick chosen" : "pick",
+        attrs: { type: "button", role: "tab", "aria-selected": chosen ? "true" : "false" },
+      },
+      [
+        el("span", { className: "pick-name", text: label[0] }),
+        extra ? el("span", { className: "pick-extra", text: extra }) : null,
+      ],
+    );
+    button.addEventListener("click", (event) => {
+      event.stopPropagation();
+      handlers.onSelectCustomer(entry, index);
+    });
+    buttons.append(button);
+  });
+  box.append(buttons);
+  return box;
+}
+
+function customerBody(entry, customer, handlers, { compact }) {
+  const who = el("div", { className: "who" });
+  if (customer.furigana) {
+    who.append(el("div", { className: "furigana", text: customer.furigana, attrs: { lang: "ja" } }));
+  }
+  who.append(
+    el("div", { className: "name", attrs: { "data-testid": "customer-name" } }, [
+      el("span", { className: "name-text", text: customer.name }),
+      language() === "ja" ? el("span", { className: "sama", text: "様" }) : null,
+    ]),
+  );
+  if (customer.company) who.append(el("div", { className: "company", text: customer.company }));
+  const body = el("div", { className: "card-body matched" }, [
+    el("div", { className: "identity" }, [who, badges(customer)]),
+    assignedPanel(entry, customer, handlers),
+  ]);
+  if (!compact) {
+    body.append(facts(customer));
+    body.append(history(customer));
+  }
+  return body;
+}
+
+function bigNumber(number) {
+  return el("div", { className: "big-number", text: number, attrs: { "data-testid": "number" } });
+}
+
+function statusBody(entry) {
+  const { call, card } = entry;
+  const caller = (call && call.caller) || {};
+  const status = card ? card.status : caller.withheld ? "withheld" : null;
+  const number = displayNumber(call, card);
+  const body = el("div", { className: `card-body status-${status || "none"}` });
+
+  if (caller.withheld || status === "withheld") {
+    body.append(el("div", { className: "headline withheld", text: withheldText(caller.withheld) }));
+    body.append(el("div", { className: "lead", text: t("withheld.lead") }));
+    return body;
+  }
+  if (status === "internal") {
+    body.append(el("div", { className: "headline internal", text: t("status.internal", { ext: caller.raw || number }) }));
+    body.append(el("div", { className: "lead", text: t("status.internalLead") }));
+    return body;
+  }
+  if (status === "degraded") {
+    body.append(bigNumber(number || t("status.noNumber")));
+    body.append(
+      el("div", {
+        className: "warning",
+        text: card.message
+          ? t("status.degraded", { message: card.message })
+          : t("status.degradedNoMessage"),
+        attrs: { role: "alert" },
+      }),
+    );
+    return body;
+  }
+  if (status === "invalid") {
+    body.append(el("div", { className: "headline unknown", text: t("status.invalid") }));
+    body.append(bigNumber(number || t("status.noNumber")));
+    return body;
+  }
+  // unknown, or a call we only know from its end (no card).
+  body.append(el("div", { className: "headline unknown", text: t("status.unknown") }));
+  body.append(bigNumber(number || t("status.noNumber")));
+  if (card) {
+    const previous = el("div", { className: "previous" });
+    if (card.previous_calls > 0) {
+      previous.append(el("span", { text: t("previous.count", { count: card.previous_calls }) }));
+      if (card.last_call_at) {
+        previous.append(el("span", { text: `, ${t("previous.last", { date: formatDate(card.last_call_at) })}` }));
+      }
+    } else {
+      previous.append(el("span", { text: t("previous.none") }));
+    }
+    body.append(previous);
+  }
+  return body;
+}
+
+/**
+ * The card for one board entry {call, card, selected, copyFeedback}.
+ * handlers: {onSelectCustomer(entry, index), onCopyExtension(entry, ext), onToggle(entry)}.
+ * compact: the short form for older entries in 最近の着信.
+ */
+export function renderCall(entry, handlers, { compact = false } = {}) {
+  const call = entry.call || {};
+  const state = call.state || "ringing";
+  const status = entry.card ? entry.card.status : "none";
+  const article = el("article", {
+    className: `call-card state-${state} card-${status}${compact ? " compact" : ""}`,
+    attrs: { "data-call-id": call.id, "data-state": state, "data-testid": "call-card" },
+  });
+  article.append(topLine(entry));
+  if (state === "ended") {
+    article.append(
+      el("div", { className: `ended-banner outcome-${call.outcome || "gone"}`, text: outcomeText(call.outcome) }),
+    );
+  }
+  const list = customers(entry.card);
+  if (status === "matched" && list.length > 0) {
+    if (list.length > 1 && !compact) article.append(picker(entry, list, handlers));
+    article.append(customerBody(entry, selectedCustomer(entry), handlers, { compact }));
+  } else {
+    article.append(statusBody(entry));
+  }
+  if (compact) {
+    article.setAttribute("tabindex", "0");
+    article.setAttribute("role", "button");
+    article.setAttribute("aria-expanded", "false");
+    article.addEventListener("click", () => handlers.onToggle(entry));
+    article.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" || event.key === " ") {
+        event.preventDefault();
+        handlers.onToggle(entry);
+      }
+    });
+  }
+  return article;
+}

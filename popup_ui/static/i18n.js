@@ -1,0 +1,243 @@
+// Every string the staff UI shows, in Japanese (the default) and English.
+//
+// t(key, params) looks a key up in the current language and fills {name}
+// placeholders. Strings are plain text: callers put them into the DOM with
+// textContent, never as HTML. This module knows words, not calls or sockets.
+
+const STORAGE_KEY = "callpop.lang";
+export const LANGUAGES = ["ja", "en"];
+
+const STRINGS = {
+  ja: {
+    "app.title": "callpop 着信ボード",
+    "login.heading": "ログイン",
+    "login.login": "ログインID",
+    "login.password": "パスワード",
+    "login.submit": "ログイン",
+    "login.busy": "確認しています…",
+    "login.failed": "ログインIDまたはパスワードが違います",
+    "login.throttled": "ログインの試行が多すぎます。しばらくしてからお試しください",
+    "login.unreachable": "サーバーに接続できません。ネットワークを確認してください",
+    "login.lead": "着信時にお客様情報を表示します",
+    "board.heading": "着信ボード",
+    "board.ringing": "着信中",
+    "board.recent": "最近の着信",
+    "board.empty": "着信を待っています",
+    "board.emptyHint": "電話が鳴ると、ここにお客様の情報が表示されます。",
+    "board.recentEmpty": "まだ着信はありません",
+    "header.staff": "{name} さん",
+    "header.logout": "ログアウト",
+    "header.language": "言語",
+    "conn.connecting": "接続しています…",
+    "conn.open": "接続中",
+    "conn.reconnecting": "再接続中…",
+    "notify.enable": "デスクトップ通知を有効にする",
+    "notify.denied": "通知はブラウザでブロックされています",
+    "notify.on": "デスクトップ通知: オン",
+    "notify.title": "着信: {who}",
+    "title.ringing": "着信: {who}",
+    "title.idle": "着信ボード — callpop",
+    "call.at": "{time} 着信",
+    "call.endedAt": "{time} 終了",
+    "call.display": "発信者名: {name}",
+    "call.line": "着信回線: {line}",
+    "call.answered": "応答中",
+    "call.answeredBy": "内線 {ext} が応答",
+    "honorific": "{name} 様",
+    "customer.company": "{company}",
+    "customer.rank": "ランク {rank}",
+    "customer.phone": "{label}",
+    "customer.phoneOwner": "{owner} の番号",
+    "customer.assigned": "担当: {name}",
+    "customer.assignedExt": "担当: {name} (内線 {ext})",
+    "customer.noAssigned": "担当者未設定",
+    "transfer.hint": "担当者へ転送 (内線 {ext})",
+    "transfer.copy": "内線番号をコピー",
+    "transfer.copied": "内線 {ext} をコピーしました",
+    "transfer.copyFailed": "電話機で内線 {ext} へ転送してください",
+    "customer.preferences": "好み",
+    "customer.memo": "メモ",
+    "customer.birthday": "本日誕生日",
+    "customer.daysSince": "前回連絡から{days}日",
+    "customer.daysSinceToday": "前回連絡: 本日",
+    "customer.transactions": "取引履歴",
+    "customer.notes": "対応履歴",
+    "customer.noTransactions": "取引履歴はありません",
+    "customer.noNotes": "対応履歴はありません",
+    "customer.family": "この番号のお客様: {count}名",
+    "status.unknown": "未登録の番号",
+    "status.invalid": "番号を判別できません",
+    "status.internal": "内線 {ext}",
+    "status.internalLead": "社内からの着信",
+    "status.degraded": "顧客情報を取得できませんでした（{message}）",
+    "status.degradedNoMessage": "顧客情報を取得できませんでした",
+    "status.noNumber": "番号なし",
+    "previous.count": "過去の着信 {count}回",
+    "previous.last": "最終 {date}",
+    "previous.none": "初めての着信です",
+    "withheld.anonymous": "非通知",
+    "withheld.payphone": "公衆電話",
+    "withheld.unavailable": "表示圏外",
+    "withheld.interaction": "他サービス経由",
+    "withheld.lead": "番号が通知されていません",
+    "outcome.answered_elsewhere": "他の人が応答しました",
+    "outcome.abandoned": "不在着信 — 相手が切りました",
+    "outcome.timeout": "応答なし",
+    "outcome.hangup": "通話終了",
+    "outcome.gone": "着信は終了しました",
+  },
+  en: {
+    "app.title": "callpop call board",
+    "login.heading": "Log in",
+    "login.login": "Login ID",
+    "login.password": "Password",
+    "login.submit": "Log in",
+    "login.busy": "Checking…",
+    "login.failed": "Wrong login ID or password",
+    "login.throttled": "Too many attempts. Please wait a moment and try again",
+    "login.unreachable": "Cannot reach the server. Check the network",
+    "login.lead": "Shows who is calling when the phone rings",
+    "board.heading": "Call board",
+    "board.ringing": "Ringing",
+    "board.recent": "Recent calls",
+    "board.empty": "Waiting for calls",
+    "board.emptyHint": "When the phone rings, the caller's details appear here.",
+    "board.recentEmpty": "No calls yet",
+    "header.staff": "{name}",
+    "header.logout": "Log out",
+    "header.language": "Language",
+    "conn.connecting": "Connecting…",
+    "conn.open": "Connected",
+    "conn.reconnecting": "Reconnecting…",
+    "notify.enable": "Enable desktop notifications",
+    "notify.denied": "Notifications are blocked in this browser",
+    "notify.on": "Desktop notifications: on",
+    "notify.title": "Call: {who}",
+    "title.ringing": "Call: {who}",
+    "title.idle": "Call board — callpop",
+    "call.at": "Rang {time}",
+    "call.endedAt": "Ended {time}",
+    "call.display": "Caller name: {name}",
+    "call.line": "Line: {line}",
+    "call.answered": "In call",
+    "call.answeredBy": "Answered by ext. {ext}",
+    "honorific": "{name}",
+    "customer.company": "{company}",
+    "customer.rank": "Rank {rank}",
+    "customer.phone": "{label}",
+    "customer.phoneOwner": "{owner}'s number",
+    "customer.assigned": "Assigned: {name}",
+    "customer.assignedExt": "Assigned: {name} (ext. {ext})",
+    "customer.noAssigned": "No assigned staff",
+    "transfer.hint": "Transfer to assigned staff (ext. {ext})",
+    "transfer.copy": "Copy extension",
+    "transfer.copied": "Copied extension {ext}",
+    "transfer.copyFailed": "Transfer to extension {ext} on your phone",
+    "customer.preferences": "Preferences",
+    "customer.memo": "Memo",
+    "customer.birthday": "Birthday today",
+    "customer.daysSince": "{days} days since last contact",
+    "customer.daysSinceToday": "Last contact: today",
+    "customer.transactions": "Transactions",
+    "customer.notes": "Notes",
+    "customer.noTransactions": "No transactions",
+    "customer.noNotes": "No notes",
+    "customer.family": "Customers on this number: {count}",
+    "status.unknown": "Unknown number",
+    "status.invalid": "Unrecognised number",
+    "status.internal": "Extension {ext}",
+    "status.internalLead": "Internal call",
+    "status.degraded": "Could not load customer details ({message})",
+    "status.degradedNoMessage": "Could not load customer details",
+    "status.noNumber": "No number",
+    "previous.count": "Called {count} times before",
+    "previous.last": "last {date}",
+    "previous.none": "First call from this number",
+    "withheld.anonymous": "Withheld (anonymous)",
+    "withheld.payphone": "Payphone",
+    "withheld.unavailable": "Unavailable",
+    "withheld.interaction": "Via another service",
+    "withheld.lead": "The caller's number is not shown",
+    "outcome.answered_elsewhere": "Answered by someone else",
+    "outcome.abandoned": "Missed — the caller hung up",
+    "outcome.timeout": "No answer",
+    "outcome.hangup": "Call ended",
+    "outcome.gone": "The call has ended",
+  },
+};
+
+let current = "ja";
+
+/** The language in use: "ja" or "en". */
+export function language() {
+  return current;
+}
+
+/** Pick the language: the stored choice, else the server's default, else Japanese. */
+export function initLanguage(serverDefault) {
+  let stored = null;
+  try {
+    stored = window.localStorage.getItem(STORAGE_KEY);
+  } catch {
+    stored = null; // storage disabled: fall back to the default
+  }
+  if (LANGUAGES.includes(stored)) {
+    current = stored;
+  } else if (LANGUAGES.includes(serverDefault)) {
+    current = serverDefault;
+  } else {
+    current = "ja";
+  }
+  document.documentElement.lang = current;
+  return current;
+}
+
+/** Use the server's default language unless this browser chose one. True if it changed. */
+export function applyServerDefault(lang) {
+  let stored = null;
+  try {
+    stored = window.localStorage.getItem(STORAGE_KEY);
+  } catch {
+    stored = null;
+  }
+  if (LANGUAGES.includes(stored) || !LANGUAGES.includes(lang) || lang === current) return false;
+  current = lang;
+  document.documentElement.lang = lang;
+  return true;
+}
+
+/** Switch language and remember the choice in this browser. */
+export function setLanguage(lang) {
+  if (!LANGUAGES.includes(lang)) return;
+  current = lang;
+  document.documentElement.lang = lang;
+  try {
+    window.localStorage.setItem(STORAGE_KEY, lang);
+  } catch {
+    // storage disabled: the choice lasts for this page only
+  }
+}
+
+/** The string for `key` in the current language, with {placeholders} filled. */
+export function t(key, params = {}) {
+  const table = STRINGS[current] || STRINGS.ja;
+  const template = key in table ? table[key] : STRINGS.ja[key] ?? key;
+  return template.replace(/\{(\w+)\}/g, (whole, name) =>
+    name in params ? String(params[name]) : whole,
+  );
+}
+
+/** Fill every element carrying data-i18n (text) or data-i18n-<attr> in `root`. */
+export function translatePage(root = document) {
+  for (const el of root.querySelectorAll("[data-i18n]")) {
+    el.textContent = t(el.dataset.i18n);
+  }
+  for (const el of root.querySelectorAll("[data-i18n-placeholder]")) {
+    el.setAttribute("placeholder", t(el.dataset.i18nPlaceholder));
+  }
+  for (const el of root.querySelectorAll("[data-i18n-aria-label]")) {
+    el.setAttribute("aria-label", t(el.dataset.i18nAriaLabel));
+  }
+}
+
+export { STRINGS };

@@ -1,0 +1,400 @@
+"""Fixtures for the browser tier: the real service, real calls, real Chromium.
+
+``service`` prepares a SQLite database (migrations, the demo data, and extra
+customers the tests need), then starts ``callpop demo`` on it as a subprocess on
+free loopback ports, the way a person would. ``dial`` places real SIP calls with
+``callpop call``. ``browser`` is Debian's Chromium driven by Playwright (never a
+downloaded one). On a failed test the page's console is printed and a screenshot
+saved under ``test-artifacts/``. Every process started here is ended by its PID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+]
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts"
+TOKYO = ZoneInfo("Asia/Tokyo")
+
+# A customer whose name is markup: the page must show it as text.
+XSS_NAME = "<img src=x onerror=alert(1)>"
+XSS_NUMBER = "06-6000-1234"
+XSS_E164 = "+81660001234"
+
+START_DEADLINE = 45.0  # seconds for the service to answer /healthz on a busy 2-core box
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    # Keep each phase's report on the item so fixtures can tell a failed test at teardown.
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+def free_tcp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def callpop_command() -> list[str]:
+    """The installed ``callpop`` script, else the same entry point through Python."""
+    script = shutil.which("callpop")
+    return [script] if script else [sys.executable, "-m", "popup_ui.cli"]
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    """End a process we started: SIGINT (as Ctrl+C would), then SIGKILL, by its PID."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait(5)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Service:
+    url: str
+    http_port: int
+    sip_port: int
+    login: str
+    password: str
+    log_path: Path
+    data_dir: Path
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no service log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _prepare_database(data_dir: Path) -> tuple[str, str]:
+    """Migrate, seed the demo data, add the test's own customers; return the login."""
+    from db.demo import seed_demo
+    from db.engine import make_engine, make_session_factory, migrate
+    from db.models import Customer, CustomerPhone
+
+    # The file name `callpop demo --data-dir` uses, so the demo keeps this database.
+    url = f"sqlite:///{data_dir / 'callpop-demo.db'}"
+    engine = make_engine(url)
+    try:
+        migrate(engine)
+        with make_session_factory(engine)() as session:
+            info = seed_demo(session, today=datetime.now(TOKYO).date())
+            customer = Customer(name=XSS_NAME, furigana="<b>xss</b>", company="<script>x</script>")
+            session.add(customer)
+            session.flush()
+            session.add(
+                CustomerPhone(
+                    customer_id=customer.id, e164=XSS_E164, raw=XSS_NUMBER, label="<i>会社</i>"
+                )
+            )
+            session.commit()
+            return info.login, info.password
+    finally:
+        engine.dispose()
+
+
+def _wait_ready(proc: subprocess.Popen[Any], url: str) -> str | None:
+    """None once ``/healthz`` answers; else why the service did not come up."""
+    deadline = time.monotonic() + START_DEADLINE
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return f"callpop demo exited with {proc.returncode}"
+        try:
+            with urllib.request.urlopen(f"{url}healthz", timeout=2) as response:
+                if response.status == 200:
+                    return None
+        except urllib.error.HTTPError:
+            return None  # it answers HTTP: up (health may be degraded, that is not our test)
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return f"callpop demo did not answer {url}healthz within {START_DEADLINE:.0f} s"
+
+
+@contextlib.contextmanager
+def run_service(data_dir: Path, *, ports: tuple[int, int] | None = None) -> Iterator[Service]:
+    """``callpop demo`` on a prepared database in ``data_dir``, ended by PID on exit.
+
+    ``ports`` (HTTP, SIP) starts it again where an earlier run listened; the session
+    secret is kept per ``data_dir``, so a restart keeps the browsers' sessions.
+    """
+    secret_file = data_dir / "session-secret"
+    if not secret_file.exists():
+        login, password = _prepare_database(data_dir)
+        secret_file.write_text(secrets.token_urlsafe(32))
+        (data_dir / "login").write_text(f"{login}\n{password}\n")
+    login, password = (data_dir / "login").read_text().splitlines()
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "CALLPOP_HTTP__SESSION_SECRET": secret_file.read_text(),
+    }
+    failure = ""
+    for _attempt in range(1 if ports else 3):  # a free port can be taken before we bind it
+        http_port, sip_port = ports or (free_tcp_port(), free_udp_port())
+        url = f"http://127.0.0.1:{http_port}/"
+        log_path = data_dir / f"service-{http_port}.log"
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                [
+                    *callpop_command(),
+                    "demo",
+                    "--host",
+                    "127.0.0.1",
+                    "--http-port",
+                    str(http_port),
+                    "--sip-port",
+                    str(sip_port),
+                    "--data-dir",
+                    str(data_dir),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=data_dir,
+                env=env,
+            )
+        problem = _wait_ready(proc, url)
+        if problem is None:
+            break
+        stop_process(proc)
+        failure = f"{problem}\n--- service log ---\n{log_path.read_text(errors='replace')}"
+    else:
+        pytest.fail(f"could not start the service:\n{failure}")
+    try:
+        yield Service(
+            url=url,
+            http_port=http_port,
+            sip_port=sip_port,
+            login=login,
+            password=password,
+            log_path=log_path,
+            data_dir=data_dir,
+        )
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """One service for the module's tests (its call log grows as they run)."""
+    with run_service(tmp_path_factory.mktemp("callpop-browser")) as svc:
+        yield svc
+
+
+@dataclass(slots=True)
+class Dialer:
+    """Places real SIP calls at the service with ``callpop call`` subprocesses."""
+
+    service: Service
+    procs: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    def call(
+        self,
+        number: str,
+        *,
+        ring_seconds: float,
+        answered_elsewhere: bool = False,
+        withheld: str | None = None,
+        name: str | None = None,
+    ) -> subprocess.Popen[str]:
+        args = [
+            *callpop_command(),
+            "call",
+            number,
+            "--to",
+            f"127.0.0.1:{self.service.sip_port}",
+            "--ring-seconds",
+            str(ring_seconds),
+        ]
+        if answered_elsewhere:
+            args.append("--answered-elsewhere")
+        if withheld:
+            args += ["--withheld", withheld]
+        if name:
+            args += ["--name", name]
+        proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO
+        )
+        self.procs.append(proc)
+        return proc
+
+    def finish(self, proc: subprocess.Popen[str], timeout: float = 60.0) -> str:
+        """Wait for a call to end by itself; its output. Fails on a non-zero exit."""
+        try:
+            output, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            stop_process(proc)
+            pytest.fail(f"callpop call did not finish within {timeout} s")
+        assert proc.returncode == 0, f"callpop call failed ({proc.returncode}):\n{output}"
+        return output
+
+    def close(self) -> None:
+        for proc in self.procs:
+            try:
+                proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                stop_process(proc)
+
+
+@pytest.fixture
+def dial(service: Service) -> Iterator[Dialer]:
+    dialer = Dialer(service)
+    try:
+        yield dialer
+    finally:
+        # Every call ends before the next test, so no test sees another's ring.
+        dialer.close()
+
+
+# Package scope, not session: Playwright's sync API keeps an asyncio loop marked as
+# running in this thread while it is started, which breaks every asyncio test that
+# runs after it. Stopping it when the browser tier ends leaves the thread clean.
+@pytest.fixture(scope="package")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.is_file():
+        pytest.fail(
+            f"{CHROMIUM} is missing: install Debian's chromium package "
+            "(the browser tests never download a browser)"
+        )
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("the playwright Python package is missing: pip install -e .[test]")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@dataclass(slots=True)
+class PageLog:
+    lines: list[str] = field(default_factory=list)
+    dialogs: list[str] = field(default_factory=list)
+
+    def watch(self, page: Any) -> None:
+        page.on("console", lambda m: self.lines.append(f"console.{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: self.lines.append(f"pageerror: {e}"))
+        page.on("requestfailed", lambda r: self.lines.append(f"requestfailed: {r.url}"))
+
+        def on_dialog(dialog: Any) -> None:
+            self.dialogs.append(dialog.message)
+            dialog.dismiss()
+
+        page.on("dialog", on_dialog)
+
+
+@pytest.fixture
+def page_log() -> PageLog:
+    return PageLog()
+
+
+@pytest.fixture
+def new_page(
+    browser: Any, page_log: PageLog, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Any]]:
+    """Pages in fresh browser contexts (no cookies, no storage) watched for failures."""
+    contexts: list[Any] = []
+    pages: list[Any] = []
+
+    def make(viewport: tuple[int, int] = (1280, 800), locale: str = "ja-JP") -> Any:
+        context = browser.new_context(
+            viewport={"width": viewport[0], "height": viewport[1]},
+            locale=locale,
+            timezone_id="Asia/Tokyo",
+        )
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        page_log.watch(page)
+        pages.append(page)
+        return page
+
+    yield make
+
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        ARTIFACTS.mkdir(exist_ok=True)
+        for index, page in enumerate(pages):
+            path = ARTIFACTS / f"{request.node.name}-{index}.png"
+            with contextlib.suppress(Exception):
+                page.screenshot(path=str(path), full_page=True)
+                print(f"screenshot: {path}")
+        print("--- browser console ---")
+        print("\n".join(page_log.lines) or "(empty)")
+        for value in request.node.funcargs.values():
+            if isinstance(value, Service):
+                print(f"--- service log (tail) {value.url} ---")
+                print(value.log_tail())
+    for context in contexts:
+        with contextlib.suppress(Exception):
+            context.close()
+
+
+@pytest.fixture
+def page(new_page: Callable[..., Any]) -> Any:
+    return new_page()
+
+
+def log_in(page: Any, service: Service) -> None:
+    """Log in through the login form and wait for the live board."""
+    page.goto(service.url)
+    page.locator("#login-id").fill(service.login)
+    page.locator("#login-password").fill(service.password)
+    page.locator("#login-submit").click()
+    page.locator("#board-screen").wait_for(state="visible")
+    page.locator("#conn-status[data-state=open]").wait_for()
+
+
+@pytest.fixture
+def board(page: Any, service: Service) -> Any:
+    """A page logged in on the board with the WebSocket connected."""
+    log_in(page, service)
+    return page
