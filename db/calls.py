@@ -53,6 +53,11 @@ def record_call_answered(session: Session, *, id: str, answered_by: str | None) 
     )
 
 
+def record_call_customer(session: Session, *, id: str, customer_id: int) -> None:
+    """Link the call to its customer once a late lookup has found them."""
+    session.execute(update(Call).where(Call.id == id).values(customer_id=customer_id))
+
+
 def record_call_ended(
     session: Session,
     *,

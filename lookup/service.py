@@ -18,7 +18,9 @@ unreadable numbers cost nothing and never wait for the database.
 
 ``card_for`` runs the blocking work in a worker thread under an asyncio deadline:
 when the database is slow, locked or down the pop still goes out, with the
-number alone and a message saying why (DESIGN: "A lookup has a deadline").
+number alone and a message saying why (DESIGN: "A lookup has a deadline"). A read
+that was only slow still finishes in its thread, and its card is handed to the
+caller's ``on_late`` callback, so the pop can be completed while the phone rings.
 
 Knows phone numbers and records; knows nothing of SIP or browsers.
 """
@@ -28,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import calendar
 import datetime as dt
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -88,9 +91,21 @@ class CallerLookup:
     # --- async, with the deadline -----------------------------------------------------
 
     async def card_for(
-        self, raw: str | None, *, withheld: str | None = None, now: dt.datetime
+        self,
+        raw: str | None,
+        *,
+        withheld: str | None = None,
+        now: dt.datetime,
+        on_late: Callable[[CallerCard], None] | None = None,
     ) -> CallerCard:
-        """The card for a ringing call; never raises, never takes much longer than ``timeout``."""
+        """The card for a ringing call; never raises, never takes much longer than ``timeout``.
+
+        A lookup that misses its deadline is not abandoned: the database read goes on
+        in its worker thread (bounded by the database's own timeouts, see
+        :meth:`_bound_statements` and ``busy_timeout``), and when it does produce a card,
+        ``on_late`` is called with it on the event loop. That is how a pop that went out
+        with the number alone gets its customer a moment later (``call.updated``).
+        """
         try:
             number = self.normalise(raw)
         except Exception:  # a pop with the raw number beats no pop at all
@@ -99,18 +114,26 @@ class CallerLookup:
         offline = _card_without_database(number, withheld)
         if offline is not None:
             return offline
+        loop = asyncio.get_running_loop()
+        work = loop.run_in_executor(None, self._card_for_e164, number, now)
         try:
-            return await asyncio.wait_for(
-                asyncio.to_thread(self._card_for_e164, number, now), self._timeout
-            )
-        except TimeoutError:
+            # asyncio.wait, not wait_for: on the deadline the read must go on.
+            await asyncio.wait({work}, timeout=self._timeout)
+        except asyncio.CancelledError:
+            work.add_done_callback(functools.partial(_deliver_late, None))
+            raise
+        if not work.done():
+            work.add_done_callback(functools.partial(_deliver_late, on_late))
             reason = f"lookup timed out after {round(self._timeout * 1000)} ms"
-        except SQLAlchemyError as exc:
-            log.warning("caller lookup failed: %s", exc)
-            reason = f"database unavailable: {_short_reason(exc)}"
-        except Exception as exc:
-            log.exception("caller lookup failed")
-            reason = f"lookup failed: {_short_reason(exc)}"
+        else:
+            try:
+                return work.result()
+            except SQLAlchemyError as exc:
+                log.warning("caller lookup failed: %s", exc)
+                reason = f"database unavailable: {_short_reason(exc)}"
+            except Exception as exc:
+                log.exception("caller lookup failed")
+                reason = f"lookup failed: {_short_reason(exc)}"
         return CallerCard(
             status=CardStatus.DEGRADED,
             number=number.e164,
@@ -304,6 +327,24 @@ def _union_of_limited(
         return branches[0]
     compound = union_all(*branches).subquery()
     return select(compound)
+
+
+def _deliver_late(
+    on_late: Callable[[CallerCard], None] | None, work: asyncio.Future[CallerCard]
+) -> None:
+    """Done-callback of a lookup that missed its deadline: hand over its card, if any."""
+    if work.cancelled():
+        return
+    error = work.exception()  # retrieved in every case, so asyncio never reports it
+    if error is not None:
+        log.info("late caller lookup failed too: %s", _short_reason(error))
+        return
+    if on_late is None:
+        return
+    try:
+        on_late(work.result())
+    except Exception:
+        log.exception("on_late failed")
 
 
 # --- card building -------------------------------------------------------------------

@@ -3,9 +3,11 @@
 Owns the list of active calls (for the replay a browser gets on connect) and the
 order of work for each event. For a ringing call: look the caller up (with a
 deadline; never raises), publish ``call.ringing`` to the hub, then write the call
-row in a worker thread. For an end: publish ``call.ended``, then write. The
-browser pop is the deadline that matters; the database write waits behind it
-(docs/architecture.md, "Why the order ring → lookup → publish → record").
+row in a worker thread; when the lookup missed its deadline and its card arrives
+later, publish ``call.updated`` with it and link the row to the customer. For an
+end: publish ``call.ended``, then write. The browser pop is the deadline that
+matters; the database write waits behind it (docs/architecture.md, "Why the order
+ring → lookup → publish → record").
 
 It knows events and cards, not SIP wire details, sockets or browsers.
 """
@@ -23,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.calls import record_call_ended, record_call_started
+from db.calls import record_call_customer, record_call_ended, record_call_started
 from lookup.card import CallerCard
 from lookup.numbers import Number, RewriteRule, normalise
 from popup_ui.hub import Hub
@@ -45,7 +47,12 @@ class CardSource(Protocol):
     """What the call service needs of ``lookup.service.CallerLookup``."""
 
     async def card_for(
-        self, raw: str | None, *, withheld: str | None, now: datetime
+        self,
+        raw: str | None,
+        *,
+        withheld: str | None,
+        now: datetime,
+        on_late: Callable[[CallerCard], None] | None = None,
     ) -> CallerCard: ...
 
 
@@ -67,6 +74,11 @@ class _Call:
     ringing: asyncio.Task[None] | None = None  # lookup + publish
     recorded: asyncio.Task[None] | None = None  # the call row written
     ended: bool = False
+
+
+def _only_customer(card: CallerCard) -> int | None:
+    """The customer a call is logged against: only when the number names exactly one."""
+    return card.customers[0].id if len(card.customers) == 1 else None
 
 
 def _iso(moment: datetime) -> str:
@@ -93,6 +105,7 @@ class CallService:
         self._by_sip_id: dict[str, _Call] = {}  # calls whose end has not arrived yet
         self._active: dict[str, dict[str, Any]] = {}  # call id -> published call.ringing
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
         self.record_failures = 0
 
     # --- events in ------------------------------------------------------------
@@ -175,9 +188,13 @@ class CallService:
         call = entry.call
         caller = call["caller"]
         now = datetime.fromisoformat(call["started_at"])
-        card = await self._lookup.card_for(caller["raw"], withheld=caller["withheld"], now=now)
-        if len(card.customers) == 1:
-            entry.customer_id = card.customers[0].id
+        card = await self._lookup.card_for(
+            caller["raw"],
+            withheld=caller["withheld"],
+            now=now,
+            on_late=lambda late: self._on_late_card(entry, late),
+        )
+        entry.customer_id = _only_customer(card)
         message = {"type": "call.ringing", "call": call, "card": card.to_json()}
         # No await between marking the call active and publishing it: a browser that
         # subscribes and reads the active calls in one step sees it exactly once (replay
@@ -186,6 +203,34 @@ class CallService:
             self._active[call["id"]] = message
         await self._hub.publish(message)
         entry.recorded = self._spawn(self._record_started(entry))
+
+    def _on_late_card(self, entry: _Call, card: CallerCard) -> None:
+        if not self._closing:
+            self._spawn(self._complete(entry, card))
+
+    async def _complete(self, entry: _Call, card: CallerCard) -> None:
+        """A card that missed the lookup deadline arrived: complete the pop.
+
+        The degraded ``call.ringing`` went out first (``_ring`` is awaited); then
+        ``call.updated`` carries the card, the replay for browsers that connect later
+        gets it too, and the call row gets its customer. A call that has ended in the
+        meantime is still updated: its card stays on the board under recent calls.
+        """
+        if entry.ringing is not None:
+            await asyncio.wait({entry.ringing})
+        call = entry.call
+        card_json = card.to_json()
+        entry.customer_id = _only_customer(card)
+        if call["id"] in self._active:
+            self._active[call["id"]] = {"type": "call.ringing", "call": call, "card": card_json}
+        await self._hub.publish({"type": "call.updated", "call": call, "card": card_json})
+        if entry.customer_id is None:
+            return
+        if entry.recorded is not None:
+            await asyncio.wait({entry.recorded})
+        await self._record(
+            record_call_customer, call["id"], id=call["id"], customer_id=entry.customer_id
+        )
 
     async def _end(self, entry: _Call, event: CallEnded) -> None:
         if entry.ringing is not None:
@@ -255,6 +300,7 @@ class CallService:
 
     async def close(self, timeout: float = 5.0) -> None:
         """Let in-flight pops and call records finish (bounded), then stop."""
+        self._closing = True  # late cards from lookups still running are dropped
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
             for task in pending:

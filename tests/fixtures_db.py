@@ -8,11 +8,15 @@ A PostgreSQL that cannot be reached fails the test with the URL, never skips.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+import sqlite3
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -175,3 +179,37 @@ def add_note(
     session.add(row)
     session.flush()
     return row
+
+
+@contextlib.contextmanager
+def sqlite_locked(path: str | Path) -> Iterator[threading.Event]:
+    """Keep every other connection to the SQLite file ``path`` waiting, WAL readers too,
+    until the yielded event is set or the block ends.
+
+    WAL readers never wait for a writer, but a connection in EXCLUSIVE locking mode
+    that has written keeps every other connection out until it closes. Taking that lock
+    needs every other connection closed: dispose the engines on the file first.
+    """
+    release = threading.Event()
+    locked = threading.Event()
+
+    def hold() -> None:
+        holder = sqlite3.connect(path, isolation_level=None)
+        try:
+            holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+            holder.execute("BEGIN EXCLUSIVE")
+            holder.execute("UPDATE staff SET name = name")
+            holder.execute("COMMIT")
+            locked.set()
+            release.wait(30)
+        finally:
+            holder.close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert locked.wait(10), f"could not lock {path}"
+        yield release
+    finally:
+        release.set()
+        thread.join(30)

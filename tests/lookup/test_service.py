@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import socket
-import sqlite3
 import threading
 import uuid
+from collections.abc import Iterator
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -17,7 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from db.calls import record_call_started
 from db.engine import make_engine, make_session_factory
 from db.models import Base, CustomerPhone
-from lookup.card import CardStatus
+from lookup.card import CallerCard, CardStatus
 from lookup.service import CallerLookup
 from tests.fixtures_db import (
     Database,
@@ -25,6 +26,7 @@ from tests.fixtures_db import (
     add_note,
     add_staff,
     add_transaction,
+    sqlite_locked,
 )
 
 TOKYO = ZoneInfo("Asia/Tokyo")
@@ -224,40 +226,40 @@ async def test_card_for_matches_like_card_for_number(database: Database) -> None
 # --- the deadline -----------------------------------------------------------------------
 
 
-@pytest.mark.asyncio
-async def test_locked_database_gives_a_degraded_card_in_time(database: Database) -> None:
-    """Another connection holds a lock that blocks the lookup's read."""
+@contextlib.contextmanager
+def database_locked(database: Database) -> Iterator[threading.Event]:
+    """Another connection holds a lock that blocks the lookup's reads until the
+    yielded event is set (or the block ends)."""
+    if database.backend == "sqlite":
+        database.engine.dispose()  # the lock needs every other connection closed
+        with sqlite_locked(database.url.removeprefix("sqlite:///")) as release:
+            yield release
+        return
     release = threading.Event()
     locked = threading.Event()
 
     def hold_lock() -> None:
-        if database.backend == "sqlite":
-            path = database.url.removeprefix("sqlite:///")
-            # The exclusive lock needs every other connection closed, pooled ones too.
-            database.engine.dispose()
-            # WAL readers never wait for a writer, but an EXCLUSIVE-mode connection
-            # that has written keeps every other connection out until it closes.
-            holder = sqlite3.connect(path, isolation_level=None)
-            holder.execute("PRAGMA locking_mode=EXCLUSIVE")
-            holder.execute("BEGIN EXCLUSIVE")
-            holder.execute("UPDATE staff SET name = name")
-            holder.execute("COMMIT")
+        engine = make_engine(database.url)
+        with engine.connect() as connection:
+            connection.execute(text("LOCK TABLE customer_phones IN ACCESS EXCLUSIVE MODE"))
             locked.set()
             release.wait(30)
-            holder.close()
-        else:
-            engine = make_engine(database.url)
-            with engine.connect() as connection:
-                connection.execute(text("LOCK TABLE customer_phones IN ACCESS EXCLUSIVE MODE"))
-                locked.set()
-                release.wait(30)
-                connection.rollback()
-            engine.dispose()
+            connection.rollback()
+        engine.dispose()
 
     holder = threading.Thread(target=hold_lock)
     holder.start()
     try:
-        assert await asyncio.to_thread(locked.wait, 10), "could not take the lock"
+        assert locked.wait(10), "could not take the lock"
+        yield release
+    finally:
+        release.set()
+        holder.join(30)
+
+
+@pytest.mark.asyncio
+async def test_locked_database_gives_a_degraded_card_in_time(database: Database) -> None:
+    with database_locked(database):
         lookup = CallerLookup(database.session_factory, timeout=0.2)
         card = await asyncio.wait_for(lookup.card_for("03-1234-5678", now=NOW), 10)
         assert card.status is CardStatus.DEGRADED
@@ -268,12 +270,44 @@ async def test_locked_database_gives_a_degraded_card_in_time(database: Database)
         )
         assert card.message == "lookup timed out after 200 ms"
         assert card.customers == []
-    finally:
-        release.set()
-        await asyncio.to_thread(holder.join, 30)
     # Once the lock is gone, lookups work again.
     card = await CallerLookup(database.session_factory, timeout=10).card_for("0312345678", now=NOW)
     assert card.status is CardStatus.UNKNOWN
+
+
+@pytest.mark.asyncio
+async def test_a_lookup_past_its_deadline_hands_over_its_card_late(database: Database) -> None:
+    with database.session_factory() as session:
+        sato = add_staff(session, "佐藤 健", "203", "sato")
+        add_customer(session, "山田 太郎", ("+81312345678", "自宅"), staff=sato)
+        session.commit()
+    late: asyncio.Queue[CallerCard] = asyncio.Queue()
+    lookup = CallerLookup(database.session_factory, timeout=0.2)
+    with database_locked(database) as release:
+        card = await asyncio.wait_for(
+            lookup.card_for("03-1234-5678", now=NOW, on_late=late.put_nowait), 10
+        )
+        assert card.status is CardStatus.DEGRADED
+        assert late.empty()  # nothing before the database answers
+        release.set()
+        # The read that missed the deadline finishes once the lock is gone.
+        found = await asyncio.wait_for(late.get(), 10)
+    assert found.status is CardStatus.MATCHED
+    [customer] = found.customers
+    assert customer.name == "山田 太郎"
+    assert customer.assigned_staff is not None and customer.assigned_staff.extension == "203"
+    assert late.empty()  # handed over once
+
+
+@pytest.mark.asyncio
+async def test_a_lookup_on_time_never_calls_on_late(database: Database) -> None:
+    late: list[CallerCard] = []
+    lookup = CallerLookup(database.session_factory, timeout=10)
+    card = await lookup.card_for("03-1234-5678", now=NOW, on_late=late.append)
+    assert card.status is CardStatus.UNKNOWN
+    # A second lookup completes after any stray callback of the first would have run.
+    await lookup.card_for("03-1234-5678", now=NOW)
+    assert late == []
 
 
 @pytest.mark.asyncio

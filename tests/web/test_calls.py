@@ -15,8 +15,9 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from telephony.events import CallEnded, EndReason
-from tests.fixtures_db import PostgresSchema
+from tests.fixtures_db import PostgresSchema, sqlite_locked
 from tests.web.conftest import (
+    DemoTemplate,
     Live,
     Phone,
     SipCall,
@@ -26,6 +27,7 @@ from tests.web.conftest import (
     open_phone,
     seed,
     serve,
+    start_live,
     stop_live,
     wait_for,
 )
@@ -157,6 +159,58 @@ async def test_database_down_still_pops_with_a_degraded_card(live: Live, phone: 
         assert card["message"]
         await _ring_and_cancel(call, answered_elsewhere=False)
         assert (await next_message(ws))["type"] == "call.ended"
+
+
+@pytest.mark.asyncio
+async def test_a_slow_lookup_pops_at_once_and_completes_the_card_when_it_arrives(
+    tmp_path: Path, demo_template: DemoTemplate
+) -> None:
+    live, task = await start_live(tmp_path, demo_template, database={"lookup_timeout_ms": 200})
+    try:
+        cookie = await live.session_cookie()
+        async with open_phone(live.sip_address) as phone, live.websocket(cookie=cookie) as ws:
+            await wait_for(lambda: live.services.hub.subscriber_count == 1, what="subscriber")
+            live.services.engine.dispose()  # the lock needs every other connection closed
+            with sqlite_locked(live.db_path) as release:
+                call = SipCall(phone, YAMADA)
+                call.invite()
+                await phone.response("INVITE", 180)  # SIP never waits for the database
+                ringing = await next_message(ws)
+                assert ringing["type"] == "call.ringing"
+                assert ringing["card"]["status"] == "degraded"
+                assert ringing["card"]["message"] == "lookup timed out after 200 ms"
+                assert ringing["call"]["caller"]["national"] == "03-1234-5678"
+                release.set()
+                updated = await next_message(ws)
+            assert updated["type"] == "call.updated"
+            assert updated["call"]["id"] == ringing["call"]["id"]
+            assert updated["call"]["state"] == "ringing"
+            card = updated["card"]
+            assert card["status"] == "matched"
+            [yamada] = card["customers"]
+            assert yamada["name"] == "山田 太郎"
+            assert yamada["assigned_staff"]["extension"] == "203"
+            # A browser that connects now gets the completed card in the replay.
+            async with live.websocket(cookie=cookie) as later:
+                replay = await next_message(later)
+                assert replay["type"] == "call.ringing"
+                assert replay["call"]["id"] == ringing["call"]["id"]
+                assert replay["card"] == card
+            await _ring_and_cancel(call, answered_elsewhere=False)
+            assert (await next_message(ws))["type"] == "call.ended"
+        # The call log links the call to the customer the late card found.
+        row = await wait_for(
+            lambda: (
+                (r := _call_row(live.db_path, ringing["call"]["id"])) is not None
+                and r["state"] == "ended"
+                and r["customer_id"] is not None
+                and r
+            ),
+            what="the call row with its customer",
+        )
+        assert row["customer_id"] == yamada["id"]
+    finally:
+        await stop_live(live, task)
 
 
 @pytest.mark.asyncio
