@@ -13,14 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,6 +22,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+
+from tests.processes import (
+    callpop_command,
+    free_tcp_port,
+    free_udp_port,
+    stop_process,
+    wait_until_serving,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -50,46 +51,6 @@ XSS_NUMBER = "06-6000-1234"
 XSS_E164 = "+81660001234"
 
 START_DEADLINE = 45.0  # seconds for the service to answer /healthz on a busy 2-core box
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    # Keep each phase's report on the item so fixtures can tell a failed test at teardown.
-    report = yield
-    setattr(item, f"rep_{report.when}", report)
-    return report
-
-
-def free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def callpop_command() -> list[str]:
-    """The installed ``callpop`` script, else the same entry point through Python."""
-    script = shutil.which("callpop")
-    return [script] if script else [sys.executable, "-m", "popup_ui.cli"]
-
-
-def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
-    """End a process we started: SIGINT (as Ctrl+C would), then SIGKILL, by its PID."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        proc.wait(5)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -137,24 +98,6 @@ def _prepare_database(data_dir: Path) -> tuple[str, str]:
         engine.dispose()
 
 
-def _wait_ready(proc: subprocess.Popen[Any], url: str) -> str | None:
-    """None once ``/healthz`` answers; else why the service did not come up."""
-    deadline = time.monotonic() + START_DEADLINE
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return f"callpop demo exited with {proc.returncode}"
-        try:
-            with urllib.request.urlopen(f"{url}healthz", timeout=2) as response:
-                if response.status == 200:
-                    return None
-        except urllib.error.HTTPError:
-            return None  # it answers HTTP: up (health may be degraded, that is not our test)
-        except OSError:
-            pass
-        time.sleep(0.1)
-    return f"callpop demo did not answer {url}healthz within {START_DEADLINE:.0f} s"
-
-
 @contextlib.contextmanager
 def run_service(data_dir: Path, *, ports: tuple[int, int] | None = None) -> Iterator[Service]:
     """``callpop demo`` on a prepared database in ``data_dir``, ended by PID on exit.
@@ -197,7 +140,7 @@ def run_service(data_dir: Path, *, ports: tuple[int, int] | None = None) -> Iter
                 cwd=data_dir,
                 env=env,
             )
-        problem = _wait_ready(proc, url)
+        problem = wait_until_serving(proc, url, START_DEADLINE)
         if problem is None:
             break
         stop_process(proc)

@@ -292,7 +292,7 @@ def test_customer_markup_is_shown_as_text(board: Any, dial: Dialer, page_log: An
 def foreign_origin(tmp_path: Path) -> Any:
     """A second tiny web server on another port: a page of another origin."""
     (tmp_path / "index.html").write_text("<!doctype html><title>elsewhere</title>", "utf-8")
-    from tests.browser.conftest import free_tcp_port, stop_process
+    from tests.processes import free_tcp_port, stop_process
 
     port = free_tcp_port()
     proc = subprocess.Popen(

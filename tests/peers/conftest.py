@@ -2,10 +2,10 @@
 
 Reusable pieces for any test that needs a real peer:
 
-* :func:`free_udp_port` — an ephemeral UDP port that was free a moment ago.
 * :func:`run_sipp` — run SIPp in the foreground (``-nostdin``) with its logs in a work
   directory; on a non-zero exit it prints SIPp's screen, error and message logs so a
   failing test shows the SIP trace.
+* :func:`call_ring_group` — SIPp calls Kamailio's ring group, which rings callpop.
 * :func:`start_kamailio` / the ``kamailio`` fixture — Kamailio 5.6 with
   ``kamailio/registrar.cfg`` on ``127.0.0.1:<free port>``, stopped by its PID.
 
@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import free_udp_port
+
 PEERS_DIR = Path(__file__).parent
 SIPP_DIR = PEERS_DIR / "sipp"
 KAMAILIO_CFG = PEERS_DIR / "kamailio" / "registrar.cfg"
@@ -33,14 +35,6 @@ KAMAILIO_CFG = PEERS_DIR / "kamailio" / "registrar.cfg"
 KAMAILIO_USER = "callpop"
 KAMAILIO_PASSWORD = "callpop-secret"
 KAMAILIO_RING_GROUP = "100"
-
-
-def free_udp_port(host: str = "127.0.0.1") -> int:
-    """An ephemeral UDP port on ``host`` (bound and released, so free a moment ago)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def require(binary: str, package: str) -> str:
@@ -102,6 +96,37 @@ def run_sipp(
         print(f"--- stdout\n{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-4000:]}")
         print(sipp_report(workdir))
     return result
+
+
+def call_ring_group(kamailio: Kamailio, workdir: Path) -> None:
+    """One SIPp call to ``sip:100@kamailio`` that rings 300 ms, then is cancelled with
+    ``Reason: SIP;cause=200`` (callers.csv row 1: 山田 太郎, PAI ``tel:+81312345678``).
+    Blocking: run it in a thread from async tests."""
+    result = run_sipp(
+        [
+            f"{kamailio.host}:{kamailio.port}",
+            "-s",
+            KAMAILIO_RING_GROUP,
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(free_udp_port()),
+            "-sf",
+            str(SIPP_DIR / "uac_invite_cancel.xml"),
+            "-inf",
+            str(SIPP_DIR / "callers.csv"),
+            "-m",
+            "1",
+            "-d",
+            "300",
+            "-timeout",
+            "20s",
+            "-timeout_error",
+        ],
+        60.0,
+        workdir=workdir,
+    )
+    assert result.returncode == 0, f"SIPp exited {result.returncode}, see its log above"
 
 
 @dataclass
@@ -216,11 +241,3 @@ def kamailio(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Kamaili
         report = getattr(request.node, "rep_call", None)
         if report is not None and report.failed:
             print(instance.logs())
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    # Lets fixtures see whether the test failed (for printing peer logs on failure).
-    report = yield
-    setattr(item, f"rep_{report.when}", report)
-    return report

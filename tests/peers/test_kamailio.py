@@ -29,12 +29,9 @@ from telephony.transport import SipTransport
 
 from .conftest import (
     KAMAILIO_PASSWORD,
-    KAMAILIO_RING_GROUP,
     KAMAILIO_USER,
-    SIPP_DIR,
     Kamailio,
-    free_udp_port,
-    run_sipp,
+    call_ring_group,
 )
 
 pytestmark = [pytest.mark.kamailio, pytest.mark.sipp, pytest.mark.asyncio]
@@ -79,36 +76,6 @@ def registration_states(events: list[Event]) -> list[RegistrationChanged]:
     return [e for e in events if isinstance(e, RegistrationChanged)]
 
 
-async def call_ring_group(kamailio: Kamailio, workdir: Path) -> None:
-    """One SIPp call to sip:100@kamailio that rings, then is cancelled (callers.csv row 1)."""
-    result = await asyncio.to_thread(
-        run_sipp,
-        [
-            f"{kamailio.host}:{kamailio.port}",
-            "-s",
-            KAMAILIO_RING_GROUP,
-            "-i",
-            "127.0.0.1",
-            "-p",
-            str(free_udp_port()),
-            "-sf",
-            str(SIPP_DIR / "uac_invite_cancel.xml"),
-            "-inf",
-            str(SIPP_DIR / "callers.csv"),
-            "-m",
-            "1",
-            "-d",
-            "300",
-            "-timeout",
-            "20s",
-            "-timeout_error",
-        ],
-        60.0,
-        workdir=workdir,
-    )
-    assert result.returncode == 0, f"SIPp exited {result.returncode}, see its log above"
-
-
 async def test_registers_rings_and_reregisters_after_restart(
     kamailio: Kamailio, tmp_path: Path
 ) -> None:
@@ -127,7 +94,7 @@ async def test_registers_rings_and_reregisters_after_restart(
             RegistrationState.REGISTERED,
         ]
 
-        await call_ring_group(kamailio, tmp_path / "call1")
+        await asyncio.to_thread(call_ring_group, kamailio, tmp_path / "call1")
         await wait_for(lambda: any(isinstance(e, CallEnded) for e in events), 5.0, "CallEnded")
         (ring,) = [e for e in events if isinstance(e, CallRinging)]
         (ended,) = [e for e in events if isinstance(e, CallEnded)]
@@ -154,7 +121,7 @@ async def test_registers_rings_and_reregisters_after_restart(
 
         await wait_for(bound_after_restart, 20.0, "a registration at the restarted Kamailio")
         events.clear()
-        await call_ring_group(kamailio, tmp_path / "call2")
+        await asyncio.to_thread(call_ring_group, kamailio, tmp_path / "call2")
         await wait_for(lambda: any(isinstance(e, CallEnded) for e in events), 5.0, "CallEnded")
         assert [type(e) for e in events if not isinstance(e, RegistrationChanged)] == [
             CallRinging,
