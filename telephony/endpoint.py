@@ -228,6 +228,7 @@ class SipEndpoint:
             stats[name] = stats.get(name, 0) + value
         if self._registration is not None:
             stats["registrations"] = self._registration.attempts
+            stats["bindings_confirmed"] = self._registration.bindings
             stats["stray_responses"] += self._registration.strays
         return stats
 

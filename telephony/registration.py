@@ -101,6 +101,7 @@ class RegistrationClient:
         self.detail = "not started"
         self.expires_at: float | None = None
         self.attempts = 0  # REGISTER transactions started (for stats)
+        self.bindings = 0  # 2xx that confirmed our binding, refreshes included (for stats)
         self.failures = 0  # consecutive failed attempts (drives the back-off)
         self.strays = 0  # responses or timers that no phase expected
         self._phase = _Phase.IDLE
@@ -229,6 +230,7 @@ class RegistrationClient:
             self._fail(now, f"{response.status} {response.reason} without our binding")
             return
         self.failures = 0
+        self.bindings += 1
         self.expires_at = now + granted
         self._phase = _Phase.BOUND
         self._wakeup_at = now + refresh_delay(granted)

@@ -266,9 +266,12 @@ def test_no_response_retransmits_then_times_out_and_recovers() -> None:
     endpoint.handle_timer(34.0)
     retry = sent_register(endpoint)
     assert retry.headers.get("Via") != first.headers.get("Via")
+    assert endpoint.stats["bindings_confirmed"] == 0
     answer(endpoint, retry, 200, 34.1, [("Expires", "300")])
     (registered,) = events(endpoint)
     assert registered.state is RegistrationState.REGISTERED
+    assert endpoint.stats["registrations"] == 2
+    assert endpoint.stats["bindings_confirmed"] == 1
 
 
 def test_provisional_slows_retransmission_to_t2() -> None:
@@ -291,6 +294,7 @@ def test_failure_response_and_backoff_reset_after_success() -> None:
     endpoint.handle_timer(6.0)
     answer(endpoint, sent_register(endpoint), 200, 6.0, [("Expires", "60")])
     assert endpoint.registration_state is RegistrationState.REGISTERED
+    assert endpoint.stats["bindings_confirmed"] == 1
     # Refresh fails: back-off starts again at the base delay.
     endpoint.handle_timer(6.0 + 30)
     answer(endpoint, sent_register(endpoint), 500, 36.0)

@@ -1,0 +1,257 @@
+"""The whole product in register mode: ``callpop serve`` behind a real Kamailio.
+
+Kamailio (``tests/peers/kamailio/registrar.cfg``) is the office PBX: a registrar with
+digest auth and a ring group ``sip:100@…`` that forks to the registered ``callpop``.
+``callpop serve`` runs as a subprocess on a seeded SQLite file with a TOML config, the
+way an installation runs it. SIPp is the outside caller; a logged-in WebSocket client is
+the staff browser. The pop must arrive with the customer's card, the CANCEL must end it,
+and after Kamailio restarts (forgetting every binding) callpop must register again by
+itself and pop the next call. Every process is ended by its PID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+import pytest_asyncio
+from websockets.asyncio.client import ClientConnection, connect
+
+from db.demo import seed_demo
+from db.engine import make_engine, make_session_factory, migrate
+from tests.peers.conftest import (
+    KAMAILIO_PASSWORD,
+    KAMAILIO_USER,
+    Kamailio,
+    call_ring_group,
+    start_kamailio,
+)
+from tests.processes import (
+    callpop_command,
+    free_tcp_port,
+    free_udp_port,
+    stop_process,
+    wait_until_serving,
+)
+
+pytestmark = [pytest.mark.kamailio, pytest.mark.sipp, pytest.mark.asyncio]
+
+TOKYO = ZoneInfo("Asia/Tokyo")
+START_DEADLINE = 45.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Running:
+    url: str
+    login: str
+    password: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+
+@pytest.fixture
+def kamailio(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Kamailio]:
+    instance = start_kamailio(tmp_path / "kamailio")
+    try:
+        yield instance
+    finally:
+        instance.stop()
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            print(instance.logs())
+
+
+@pytest.fixture
+def service(
+    kamailio: Kamailio, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Running]:
+    """``callpop serve --config callpop.toml``, registering at ``kamailio``."""
+    url = f"sqlite:///{tmp_path / 'callpop.db'}"
+    engine = make_engine(url)
+    try:
+        migrate(engine)
+        with make_session_factory(engine)() as session:
+            demo = seed_demo(session, today=datetime.now(TOKYO).date())
+            session.commit()
+    finally:
+        engine.dispose()
+    http_port = free_tcp_port()
+    config = tmp_path / "callpop.toml"
+    config.write_text(
+        f"""
+[sip]
+mode = "register"
+bind_host = "127.0.0.1"
+bind_port = {free_udp_port()}
+registrar_host = "{kamailio.host}"
+registrar_port = {kamailio.port}
+user = "{KAMAILIO_USER}"
+password = "{KAMAILIO_PASSWORD}"
+expires = 10
+ring_timeout = 30.0
+
+[database]
+url = "{url}"
+
+[http]
+host = "127.0.0.1"
+port = {http_port}
+session_secret = "{secrets.token_urlsafe(24)}"
+""",
+        encoding="utf-8",
+    )
+    log_path = tmp_path / "callpop.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [*callpop_command(), "serve", "--config", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    running = Running(
+        url=f"http://127.0.0.1:{http_port}/",
+        login=demo.login,
+        password=demo.password,
+        process=process,
+        log_path=log_path,
+    )
+    try:
+        problem = wait_until_serving(process, running.url, START_DEADLINE)
+        assert problem is None, f"{problem}\n--- callpop log ---\n{running.log()}"
+        yield running
+    finally:
+        stop_process(process)
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            print(f"--- callpop log ---\n{running.log()}")
+
+
+@pytest_asyncio.fixture
+async def http(service: Running) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=service.url, timeout=10) as client:
+        yield client
+
+
+async def wait_for(
+    check: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.1
+) -> Any:
+    """Await ``check()`` until it returns something truthy; fail naming ``what``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+async def health(http: httpx.AsyncClient) -> dict[str, Any]:
+    body: dict[str, Any] = (await http.get("/healthz")).json()
+    return body
+
+
+async def next_message(ws: ClientConnection, timeout: float = 15.0) -> dict[str, Any]:
+    message: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+    return message
+
+
+async def ring_and_watch(
+    kamailio: Kamailio, ws: ClientConnection, workdir: Path
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """SIPp calls the ring group; return the ringing and ended messages the browser got."""
+    caller = asyncio.ensure_future(asyncio.to_thread(call_ring_group, kamailio, workdir))
+    try:
+        ringing = await next_message(ws)
+        ended = await next_message(ws)
+    finally:
+        await caller  # SIPp's own checks: 180, then 200 to the CANCEL and 487
+    return ringing, ended
+
+
+async def test_a_call_to_the_ring_group_pops_the_customer_and_survives_a_pbx_restart(
+    service: Running, kamailio: Kamailio, http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    await wait_for(lambda: _registered(http), timeout=15, what="callpop to register at Kamailio")
+    login = await http.post(
+        "/api/session", json={"login": service.login, "password": service.password}
+    )
+    assert login.status_code == 200, login.text
+    cookie = f"callpop_session={login.cookies['callpop_session']}"
+    ws_url = service.url.replace("http://", "ws://") + "ws"
+    origin = service.url.rstrip("/")
+    async with connect(
+        ws_url,
+        additional_headers={"Cookie": cookie},
+        origin=origin,  # type: ignore[arg-type]
+    ) as ws:
+        await wait_for(lambda: _subscribers(http, 1), timeout=5, what="the browser's subscription")
+        ringing, ended = await ring_and_watch(kamailio, ws, tmp_path / "call1")
+
+        assert ringing["type"] == "call.ringing"
+        caller = ringing["call"]["caller"]
+        assert caller["number"] == "+81312345678"
+        assert caller["national"] == "03-1234-5678"
+        assert caller["source"] == "p-asserted-identity"
+        card = ringing["card"]
+        assert card["status"] == "matched"
+        [yamada] = card["customers"]
+        assert yamada["name"] == "山田 太郎"
+        assert yamada["assigned_staff"]["name"] == "佐藤 健"
+        assert yamada["assigned_staff"]["extension"] == "203"
+        assert any(t["title"] == "雨漏り修繕" for t in yamada["transactions"])
+        assert ended["type"] == "call.ended"
+        assert ended["call"]["id"] == ringing["call"]["id"]
+        # Kamailio's tm builds its own CANCEL but carries the Reason over (RFC 3326).
+        assert ended["call"]["outcome"] == "answered_elsewhere"
+
+        # The PBX restarts and forgets every binding; callpop registers again by itself.
+        # Read after the restart: any binding confirmed from now on is at the new Kamailio.
+        kamailio.restart()
+        registered_before = (await health(http))["sip"]["stats"]["bindings_confirmed"]
+        await wait_for(
+            lambda: _registered(http, after=registered_before),
+            timeout=30,
+            what="a new registration at the restarted Kamailio",
+        )
+        again, again_ended = await ring_and_watch(kamailio, ws, tmp_path / "call2")
+        assert again["card"]["customers"][0]["name"] == "山田 太郎"
+        assert again["call"]["id"] != ringing["call"]["id"]
+        assert again_ended["call"]["id"] == again["call"]["id"]
+
+    body = await health(http)
+    assert body["status"] == "ok"
+    assert body["sip"]["stats"]["rejected_host"] == 0
+    assert body["sip"]["stats"]["parse_errors"] == 0
+    calls = await http.get("/api/calls/active")
+    assert calls.status_code == 200 and calls.json() == {"calls": []}
+    # Ctrl+C ends the service cleanly: the lifespan finishes (un-REGISTER included),
+    # and the exit status is the shell's for an interrupt, 128 + SIGINT.
+    stop_process(service.process)
+    assert service.process.returncode == 130, service.log()
+    assert "Application shutdown complete." in service.log()
+
+
+async def _registered(http: httpx.AsyncClient, *, after: int = -1) -> bool:
+    sip = (await health(http))["sip"]
+    confirmed = sip["stats"]["bindings_confirmed"]
+    return bool(sip["registration"] == "registered" and confirmed > after)
+
+
+async def _subscribers(http: httpx.AsyncClient, count: int) -> bool:
+    return bool((await health(http))["hub"]["subscribers"] == count)
