@@ -50,7 +50,7 @@ class DemoInfo:
 
 # Demo passwords are fixed so the README and screenshots can name them; the demo
 # listens on loopback only.
-_ACCOUNTS = (
+DEMO_ACCOUNTS = (
     DemoAccount(
         login="sato", password="sato-demo-203", name="佐藤 健", extension="203", role="staff"
     ),
@@ -246,7 +246,7 @@ def _birthday(born: tuple[int, int, int], today: dt.date) -> dt.date:
 def seed_demo(session: Session, *, today: dt.date) -> DemoInfo:
     """Write the demo data set dated relative to ``today`` (JST); flushed, not committed."""
     staff: dict[str, Staff] = {}
-    for account in _ACCOUNTS:
+    for account in DEMO_ACCOUNTS:
         staff[account.login] = create_staff(
             session,
             login=account.login,
@@ -325,11 +325,11 @@ def seed_demo(session: Session, *, today: dt.date) -> DemoInfo:
             )
         )
     session.flush()
-    shown = _ACCOUNTS[0]
+    shown = DEMO_ACCOUNTS[0]
     return DemoInfo(
         login=shown.login,
         password=shown.password,
-        accounts=_ACCOUNTS,
+        accounts=DEMO_ACCOUNTS,
         customers=len(customers),
     )
 

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import getpass
 import json
+import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -134,7 +135,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from db.demo import seed_demo
+    from db.demo import DEMO_ACCOUNTS, seed_demo
     from db.engine import make_engine, make_session_factory, migrate
 
     data_dir: Path = args.data_dir or Path(tempfile.mkdtemp(prefix="callpop-demo-"))
@@ -176,13 +177,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if info is not None:
         lines.append(f"  Login:     {info.login} / {info.password}")
     else:
-        lines.append("  Login:     (database kept from an earlier demo; logins as printed then)")
+        kept = DEMO_ACCOUNTS[0]
+        lines.append(
+            f"  Login:     {kept.login} / {kept.password} (the database of an earlier demo "
+            "is kept: unless a password was changed there)"
+        )
+    call = _own_command()
+    if args.sip_port != DEFAULT_DEMO_SIP_PORT or args.host != "127.0.0.1":
+        call += f" --to {host}:{args.sip_port}"
     lines += [
         f"  Database:  {db_path}",
         f"  SIP:       trunk mode, listening on {host}:{args.sip_port}/udp (loopback callers only)",
-        "  Test call: callpop call 03-1234-5678        (山田 太郎 様, 担当 佐藤 健)",
-        "             callpop call 090-9999-0000       (an unknown number)",
-        "             callpop call --withheld anonymous x",
+        f"  Test call: {call} 03-1234-5678        (山田 太郎 様, 担当 佐藤 健)",
+        f"             {call} 090-9999-0000       (an unknown number)",
+        f"             {call} x --withheld anonymous  (非通知)",
         "  Stop:      Ctrl+C",
         "",
     ]
@@ -197,6 +205,22 @@ def _is_seeded(session: Any) -> bool:
     from db.models import Staff
 
     return bool(session.scalar(select(func.count()).select_from(Staff)))
+
+
+def _own_command() -> str:
+    """How the person who started this process can run ``callpop call`` from the same shell:
+    ``callpop`` when that is on PATH, else the script's path (``.venv/bin/callpop``)."""
+    script = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+    on_path = shutil.which("callpop")
+    if script is None or script.suffix == ".py" or not script.is_file():
+        return f"{sys.executable} -m popup_ui.cli call"
+    if on_path and Path(on_path).resolve() == script:
+        return "callpop call"
+    try:
+        shown = str(script.relative_to(Path.cwd()))
+    except ValueError:
+        shown = str(script)
+    return f"{shown} call"
 
 
 def _run_server(settings: Settings) -> None:

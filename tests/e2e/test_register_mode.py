@@ -12,11 +12,10 @@ itself and pop the next call. Every process is ended by its PID.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import secrets
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -25,11 +24,11 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-import pytest_asyncio
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 
 from db.demo import seed_demo
 from db.engine import make_engine, make_session_factory, migrate
+from tests.e2e.clients import health, next_message, staff_browser, wait_for
 from tests.peers.conftest import (
     KAMAILIO_PASSWORD,
     KAMAILIO_USER,
@@ -141,36 +140,6 @@ session_secret = "{secrets.token_urlsafe(24)}"
             print(f"--- callpop log ---\n{running.log()}")
 
 
-@pytest_asyncio.fixture
-async def http(service: Running) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=service.url, timeout=10) as client:
-        yield client
-
-
-async def wait_for(
-    check: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.1
-) -> Any:
-    """Await ``check()`` until it returns something truthy; fail naming ``what``."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(interval)
-
-
-async def health(http: httpx.AsyncClient) -> dict[str, Any]:
-    body: dict[str, Any] = (await http.get("/healthz")).json()
-    return body
-
-
-async def next_message(ws: ClientConnection, timeout: float = 15.0) -> dict[str, Any]:
-    message: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), timeout))
-    return message
-
-
 async def ring_and_watch(
     kamailio: Kamailio, ws: ClientConnection, workdir: Path
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -185,22 +154,12 @@ async def ring_and_watch(
 
 
 async def test_a_call_to_the_ring_group_pops_the_customer_and_survives_a_pbx_restart(
-    service: Running, kamailio: Kamailio, http: httpx.AsyncClient, tmp_path: Path
+    service: Running, kamailio: Kamailio, tmp_path: Path
 ) -> None:
-    await wait_for(lambda: _registered(http), timeout=15, what="callpop to register at Kamailio")
-    login = await http.post(
-        "/api/session", json={"login": service.login, "password": service.password}
-    )
-    assert login.status_code == 200, login.text
-    cookie = f"callpop_session={login.cookies['callpop_session']}"
-    ws_url = service.url.replace("http://", "ws://") + "ws"
-    origin = service.url.rstrip("/")
-    async with connect(
-        ws_url,
-        additional_headers={"Cookie": cookie},
-        origin=origin,  # type: ignore[arg-type]
-    ) as ws:
-        await wait_for(lambda: _subscribers(http, 1), timeout=5, what="the browser's subscription")
+    async with staff_browser(service.url, service.login, service.password) as (http, ws):
+        await wait_for(
+            lambda: _registered(http), timeout=15, what="callpop to register at Kamailio"
+        )
         ringing, ended = await ring_and_watch(kamailio, ws, tmp_path / "call1")
 
         assert ringing["type"] == "call.ringing"
@@ -234,12 +193,12 @@ async def test_a_call_to_the_ring_group_pops_the_customer_and_survives_a_pbx_res
         assert again["call"]["id"] != ringing["call"]["id"]
         assert again_ended["call"]["id"] == again["call"]["id"]
 
-    body = await health(http)
-    assert body["status"] == "ok"
-    assert body["sip"]["stats"]["rejected_host"] == 0
-    assert body["sip"]["stats"]["parse_errors"] == 0
-    calls = await http.get("/api/calls/active")
-    assert calls.status_code == 200 and calls.json() == {"calls": []}
+        body = await health(http)
+        assert body["status"] == "ok"
+        assert body["sip"]["stats"]["rejected_host"] == 0
+        assert body["sip"]["stats"]["parse_errors"] == 0
+        calls = await http.get("/api/calls/active")
+        assert calls.status_code == 200 and calls.json() == {"calls": []}
     # Ctrl+C ends the service cleanly: the lifespan finishes (un-REGISTER included),
     # and the exit status is the shell's for an interrupt, 128 + SIGINT.
     stop_process(service.process)
@@ -251,7 +210,3 @@ async def _registered(http: httpx.AsyncClient, *, after: int = -1) -> bool:
     sip = (await health(http))["sip"]
     confirmed = sip["stats"]["bindings_confirmed"]
     return bool(sip["registration"] == "registered" and confirmed > after)
-
-
-async def _subscribers(http: httpx.AsyncClient, count: int) -> bool:
-    return bool((await health(http))["hub"]["subscribers"] == count)
