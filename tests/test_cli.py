@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 
-from db.demo import seed_demo
-from db.engine import make_engine, make_session_factory, migrate
+from db.engine import make_engine, make_session_factory
 from db.staff import authenticate
 from tests.processes import callpop_command
+from tests.web.conftest import seed
 
 INVITES = Path(__file__).parent / "data" / "invites"
 
@@ -38,14 +36,7 @@ def callpop(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
 def config(tmp_path: Path) -> Path:
     """A config whose database holds the demo data."""
     url = f"sqlite:///{tmp_path / 'callpop.db'}"
-    engine = make_engine(url)
-    try:
-        migrate(engine)
-        with make_session_factory(engine)() as session:
-            seed_demo(session, today=datetime.now(ZoneInfo("Asia/Tokyo")).date())
-            session.commit()
-    finally:
-        engine.dispose()
+    seed(url)
     path = tmp_path / "callpop.toml"
     path.write_text(f'[database]\nurl = "{url}"\n', encoding="utf-8")
     return path

@@ -17,24 +17,19 @@ import secrets
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection
 
-from db.demo import seed_demo
-from db.engine import make_engine, make_session_factory, migrate
 from tests.e2e.clients import health, next_message, staff_browser, wait_for
 from tests.peers.conftest import (
     KAMAILIO_PASSWORD,
     KAMAILIO_USER,
     Kamailio,
     call_ring_group,
-    start_kamailio,
 )
 from tests.processes import (
     callpop_command,
@@ -43,10 +38,10 @@ from tests.processes import (
     stop_process,
     wait_until_serving,
 )
+from tests.web.conftest import seed
 
 pytestmark = [pytest.mark.kamailio, pytest.mark.sipp, pytest.mark.asyncio]
 
-TOKYO = ZoneInfo("Asia/Tokyo")
 START_DEADLINE = 45.0
 
 
@@ -63,31 +58,12 @@ class Running:
 
 
 @pytest.fixture
-def kamailio(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Kamailio]:
-    instance = start_kamailio(tmp_path / "kamailio")
-    try:
-        yield instance
-    finally:
-        instance.stop()
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            print(instance.logs())
-
-
-@pytest.fixture
 def service(
     kamailio: Kamailio, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Running]:
     """``callpop serve --config callpop.toml``, registering at ``kamailio``."""
     url = f"sqlite:///{tmp_path / 'callpop.db'}"
-    engine = make_engine(url)
-    try:
-        migrate(engine)
-        with make_session_factory(engine)() as session:
-            demo = seed_demo(session, today=datetime.now(TOKYO).date())
-            session.commit()
-    finally:
-        engine.dispose()
+    demo = seed(url)
     http_port = free_tcp_port()
     config = tmp_path / "callpop.toml"
     config.write_text(
