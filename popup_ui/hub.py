@@ -68,27 +68,33 @@ class Hub(Protocol):
 
 
 class QueueSubscription:
-    """A bounded queue of encoded messages plus a drop signal."""
+    """A bounded queue of encoded messages plus a drop signal.
+
+    A drop wakes a reader blocked in :meth:`get` by queueing ``None`` (when the queue
+    is full, the reader is not blocked, and the next :meth:`get` sees the drop first):
+    one plain queue wait per message, no extra tasks on the fan-out path.
+    """
 
     __slots__ = ("_queue", "_dropped", "_reason")
 
     def __init__(self, maxsize: int) -> None:
-        self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=maxsize)
+        # One slot more than the message budget, so the drop's None always fits.
+        self._queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=maxsize + 1)
         self._dropped = asyncio.Event()
         self._reason = ""
 
     def offer(self, text: str) -> bool:
         """Queue ``text`` without waiting; False when the queue is full."""
-        try:
-            self._queue.put_nowait(text)
-        except asyncio.QueueFull:
+        if self._queue.qsize() >= self._queue.maxsize - 1:
             return False
+        self._queue.put_nowait(text)
         return True
 
     def drop(self, reason: str) -> None:
         if not self._dropped.is_set():
             self._reason = reason
             self._dropped.set()
+            self._queue.put_nowait(None)  # the spare slot: wakes a waiting get()
 
     @property
     def dropped(self) -> bool:
@@ -97,19 +103,10 @@ class QueueSubscription:
     async def get(self) -> str:
         if self._dropped.is_set():
             raise SubscriptionDropped(self._reason)
-        if self._queue.empty():
-            getter = asyncio.ensure_future(self._queue.get())
-            dropped = asyncio.ensure_future(self._dropped.wait())
-            try:
-                await asyncio.wait({getter, dropped}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                dropped.cancel()
-                if not getter.done():
-                    getter.cancel()
-            if not getter.done() or getter.cancelled():
-                raise SubscriptionDropped(self._reason)
-            return getter.result()
-        return self._queue.get_nowait()
+        text = await self._queue.get()
+        if text is None or self._dropped.is_set():
+            raise SubscriptionDropped(self._reason)
+        return text
 
     async def wait_dropped(self) -> str:
         await self._dropped.wait()
