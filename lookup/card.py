@@ -21,6 +21,14 @@ class CardStatus(StrEnum):
     DEGRADED = "degraded"  # lookup timed out or the database failed: number only
 
 
+class DegradedReason(StrEnum):
+    """Why a card has the number only (``CardStatus.DEGRADED``), for the UI to say."""
+
+    TIMEOUT = "timeout"  # the lookup missed its deadline; its card may follow (call.updated)
+    DATABASE = "database"  # the database refused or is unreachable
+    ERROR = "error"  # anything else went wrong while building the card
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StaffRef:
     id: int
@@ -72,7 +80,8 @@ class CallerCard:
     customers: list[CustomerCard] = field(default_factory=list)
     previous_calls: int = 0  # earlier calls from this number (before this one)
     last_call_at: datetime | None = None
-    message: str | None = None  # why degraded, e.g. "lookup timed out after 300 ms"
+    degraded_reason: DegradedReason | None = None  # set exactly when status is DEGRADED
+    message: str | None = None  # technical detail, e.g. "lookup timed out after 300 ms"
 
     def to_json(self) -> dict[str, Any]:
         return _jsonable(asdict(self))  # type: ignore[no-any-return]

@@ -45,6 +45,7 @@ from lookup.card import (
     CallerCard,
     CardStatus,
     CustomerCard,
+    DegradedReason,
     NoteLine,
     StaffRef,
     TransactionLine,
@@ -124,22 +125,24 @@ class CallerLookup:
             raise
         if not work.done():
             work.add_done_callback(functools.partial(_deliver_late, on_late))
-            reason = f"lookup timed out after {round(self._timeout * 1000)} ms"
+            why = DegradedReason.TIMEOUT
+            detail = f"lookup timed out after {round(self._timeout * 1000)} ms"
         else:
             try:
                 return work.result()
             except SQLAlchemyError as exc:
                 log.warning("caller lookup failed: %s", exc)
-                reason = f"database unavailable: {_short_reason(exc)}"
+                why, detail = DegradedReason.DATABASE, f"database unavailable: {_short_reason(exc)}"
             except Exception as exc:
                 log.exception("caller lookup failed")
-                reason = f"lookup failed: {_short_reason(exc)}"
+                why, detail = DegradedReason.ERROR, f"lookup failed: {_short_reason(exc)}"
         return CallerCard(
             status=CardStatus.DEGRADED,
             number=number.e164,
             national=number.national,
             raw_number=raw,
-            message=reason,
+            degraded_reason=why,
+            message=detail,
         )
 
     # --- sync, may raise database errors --------------------------------------------

@@ -32,6 +32,12 @@ const WITHHELD_KEYS = {
   interaction: "withheld.interaction",
 };
 
+const DEGRADED_KEYS = {
+  timeout: "status.degraded.timeout",
+  database: "status.degraded.database",
+  error: "status.degraded.error",
+};
+
 const OUTCOME_KEYS = {
   answered_elsewhere: "outcome.answered_elsewhere",
   abandoned: "outcome.abandoned",
@@ -353,13 +359,13 @@ function statusBody(entry) {
   }
   if (status === "degraded") {
     body.append(bigNumber(number || t("status.noNumber")));
+    // The reason in the staff's words; the technical detail only as a tooltip.
+    const reason = DEGRADED_KEYS[card.degraded_reason] || "status.degraded.error";
     body.append(
       el("div", {
         className: "warning",
-        text: card.message
-          ? t("status.degraded", { message: card.message })
-          : t("status.degradedNoMessage"),
-        attrs: { role: "alert" },
+        text: t(reason),
+        attrs: { role: "alert", title: card.message, "data-reason": card.degraded_reason },
       }),
     );
     return body;

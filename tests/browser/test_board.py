@@ -8,9 +8,12 @@ fixture waits for them).
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -231,6 +234,36 @@ def test_withheld_caller_shows_hitsuuchi(board: Any, dial: Dialer) -> None:
     assert board.title() == "着信: 非通知"
     dial.finish(call)
     ended_card(board, "非通知").wait_for(timeout=RING_TIMEOUT_MS)
+
+
+@contextlib.contextmanager
+def table_renamed(db_path: Path, table: str) -> Iterator[None]:
+    """The service's database loses ``table`` (as a damaged database would), then gets
+    it back."""
+    with contextlib.closing(sqlite3.connect(db_path)) as connection:
+        connection.execute(f"ALTER TABLE {table} RENAME TO {table}_away")
+        connection.commit()
+        try:
+            yield
+        finally:
+            connection.execute(f"ALTER TABLE {table}_away RENAME TO {table}")
+            connection.commit()
+
+
+def test_a_broken_database_still_pops_the_number_with_a_reason_staff_can_read(
+    board: Any, dial: Dialer, service: Service
+) -> None:
+    with table_renamed(service.data_dir / "callpop-demo.db", "customer_phones"):
+        call = dial.call("03-1234-5678", ring_seconds=4)
+        card = ringing_card(board, "03-1234-5678")
+        card.wait_for(timeout=RING_TIMEOUT_MS)
+        warning = card.get_by_role("alert")
+        assert warning.inner_text() == "データベースに接続できないため、番号だけを表示しています"
+        # The technical detail is there for whoever fixes it, as a tooltip only.
+        assert "customer_phones" in (warning.get_attribute("title") or "")
+        assert "山田" not in card.inner_text()
+        dial.finish(call)
+    ended_card(board, "03-1234-5678").wait_for(timeout=RING_TIMEOUT_MS)
 
 
 def test_shared_number_offers_a_pick_list(board: Any, dial: Dialer) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from db.calls import record_call_started
 from db.engine import make_engine, make_session_factory
 from db.models import Base, CustomerPhone
-from lookup.card import CallerCard, CardStatus
+from lookup.card import CallerCard, CardStatus, DegradedReason
 from lookup.service import CallerLookup
 from tests.fixtures_db import (
     Database,
@@ -268,6 +268,7 @@ async def test_locked_database_gives_a_degraded_card_in_time(database: Database)
             "03-1234-5678",
             "03-1234-5678",
         )
+        assert card.degraded_reason is DegradedReason.TIMEOUT
         assert card.message == "lookup timed out after 200 ms"
         assert card.customers == []
     # Once the lock is gone, lookups work again.
@@ -319,6 +320,7 @@ async def test_database_error_gives_a_degraded_card(database: Database) -> None:
     card = await lookup.card_for("03-1234-5678", now=NOW)
     assert card.status is CardStatus.DEGRADED
     assert card.number == "+81312345678"
+    assert card.degraded_reason is DegradedReason.DATABASE
     assert card.message is not None and card.message.startswith("database unavailable: ")
     assert "customer_phones" in card.message
     # The sync form lets the error through, for callers that handle it themselves.
@@ -344,4 +346,5 @@ async def test_unreachable_database_gives_a_degraded_card() -> None:
         engine.dispose()
     assert card.status is CardStatus.DEGRADED
     assert (card.number, card.national) == ("+819012345678", "090-1234-5678")
+    assert card.degraded_reason is DegradedReason.DATABASE
     assert card.message is not None and card.message.startswith("database unavailable: ")

@@ -154,6 +154,7 @@ async def test_database_down_still_pops_with_a_degraded_card(live: Live, phone: 
         assert ringing["call"]["caller"]["number"] == "+81312345678"
         card = ringing["card"]
         assert card["status"] == "degraded"
+        assert card["degraded_reason"] == "database"
         assert card["number"] == "+81312345678"
         assert card["customers"] == []
         assert card["message"]
@@ -178,6 +179,7 @@ async def test_a_slow_lookup_pops_at_once_and_completes_the_card_when_it_arrives
                 ringing = await next_message(ws)
                 assert ringing["type"] == "call.ringing"
                 assert ringing["card"]["status"] == "degraded"
+                assert ringing["card"]["degraded_reason"] == "timeout"
                 assert ringing["card"]["message"] == "lookup timed out after 200 ms"
                 assert ringing["call"]["caller"]["national"] == "03-1234-5678"
                 release.set()
@@ -186,7 +188,7 @@ async def test_a_slow_lookup_pops_at_once_and_completes_the_card_when_it_arrives
             assert updated["call"]["id"] == ringing["call"]["id"]
             assert updated["call"]["state"] == "ringing"
             card = updated["card"]
-            assert card["status"] == "matched"
+            assert card["status"] == "matched" and card["degraded_reason"] is None
             [yamada] = card["customers"]
             assert yamada["name"] == "山田 太郎"
             assert yamada["assigned_staff"]["extension"] == "203"
