@@ -14,7 +14,9 @@ fixed whatever the table sizes (docs/architecture.md, "Scale"):
 5. the latest call per matched customer — ``ix_calls_customer_started``.
 
 An unknown number costs queries 1 and 4. Withheld numbers, extensions and
-unreadable numbers cost nothing and never wait for the database.
+unreadable numbers cost nothing and never wait for the database. The statements are
+built once with bound parameters and run as Core statements on the session's
+connection; tests/lookup checks SQLite's plan for each of them.
 
 ``card_for`` runs the blocking work in a worker thread under an asyncio deadline:
 when the database is slow, locked or down the pop still goes out, with the
@@ -36,7 +38,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, func, select, text, union_all
+from sqlalchemy import Connection, Result, Row, Select, bindparam, func, select, text, union_all
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -162,16 +164,19 @@ class CallerLookup:
             raise ValueError("now must be timezone-aware")
         e164 = number.e164
         assert e164 is not None
+        # Core statements on the session's connection: the queries name their columns,
+        # so the ORM's execution layer would only add cost to the hot path.
         with self._session_factory() as session:
-            self._bound_statements(session)
-            matches = _phones_for(session, e164)
-            previous_calls, last_call_at = _calls_from(session, e164, now)
+            connection = session.connection()
+            self._bound_statements(connection)
+            matches = _phones_for(connection, e164)
+            previous_calls, last_call_at = _calls_from(connection, e164, now)
             customers: list[CustomerCard] = []
             if matches:
-                ids = [m.customer.id for m in matches]
-                transactions = self._latest_transactions(session, ids)
-                notes = self._latest_notes(session, ids)
-                customer_calls = _latest_call_per_customer(session, ids, now)
+                ids = [m.id for m in matches]
+                transactions = _transactions_of(connection, ids, self._history)
+                notes = _notes_of(connection, ids, self._history)
+                customer_calls = _latest_call_per_customer(connection, ids, now)
                 if len(matches) == 1 and last_call_at is not None:
                     # A number of exactly one customer: its calls are that customer's
                     # calls, even those logged before the number was entered.
@@ -181,9 +186,9 @@ class CallerLookup:
                 customers = [
                     _customer_card(
                         m,
-                        transactions=transactions.get(m.customer.id, []),
-                        notes=notes.get(m.customer.id, []),
-                        last_call_at=customer_calls.get(m.customer.id),
+                        transactions=transactions.get(m.id, []),
+                        notes=notes.get(m.id, []),
+                        last_call_at=customer_calls.get(m.id),
                         today=today,
                     )
                     for m in matches
@@ -198,121 +203,155 @@ class CallerLookup:
             last_call_at=_local(last_call_at),
         )
 
-    def _bound_statements(self, session: Session) -> None:
+    def _bound_statements(self, connection: Connection) -> None:
         # PostgreSQL: a lookup that has missed its deadline must not hold a worker
         # thread and a pooled connection for as long as a lock is held elsewhere.
         # SET LOCAL lasts until the end of this read-only transaction.
-        if session.get_bind().dialect.name == "postgresql":
+        if connection.dialect.name == "postgresql":
             bound_ms = max(1000, round(self._timeout * 1000 * 4))
-            session.execute(text(f"SET LOCAL statement_timeout = {bound_ms}"))
-
-    def _latest_transactions(
-        self, session: Session, customer_ids: list[int]
-    ) -> dict[int, list[TransactionLine]]:
-        def per_customer(customer_id: int) -> _AnySelect:
-            query: _AnySelect = (
-                select(
-                    Transaction.customer_id,
-                    Transaction.id,
-                    Transaction.date,
-                    Transaction.title,
-                    Transaction.amount_yen,
-                )
-                .where(Transaction.customer_id == customer_id, Transaction.deleted_at.is_(None))
-                .order_by(Transaction.date.desc(), Transaction.id.desc())
-                .limit(self._history)
-            )
-            return query
-
-        found: dict[int, list[TransactionLine]] = {}
-        for row in session.execute(_union_of_limited(per_customer, customer_ids)):
-            found.setdefault(row.customer_id, []).append(
-                TransactionLine(date=row.date, title=row.title, amount=row.amount_yen)
-            )
-        for lines in found.values():
-            lines.sort(key=lambda line: line.date, reverse=True)  # UNION ALL keeps no order
-        return found
-
-    def _latest_notes(self, session: Session, customer_ids: list[int]) -> dict[int, list[NoteLine]]:
-        def per_customer(customer_id: int) -> _AnySelect:
-            query: _AnySelect = (
-                select(
-                    Note.customer_id,
-                    Note.id,
-                    Note.created_at,
-                    Note.body,
-                    Staff.name.label("staff_name"),
-                )
-                .outerjoin(Staff, Staff.id == Note.staff_id)
-                .where(Note.customer_id == customer_id, Note.deleted_at.is_(None))
-                .order_by(Note.created_at.desc(), Note.id.desc())
-                .limit(self._history)
-            )
-            return query
-
-        rows = list(session.execute(_union_of_limited(per_customer, customer_ids)))
-        rows.sort(key=lambda row: (row.created_at, row.id), reverse=True)
-        found: dict[int, list[NoteLine]] = {}
-        for row in rows:
-            found.setdefault(row.customer_id, []).append(
-                NoteLine(at=_aware_local(row.created_at), staff_name=row.staff_name, body=row.body)
-            )
-        return found
+            connection.execute(text(f"SET LOCAL statement_timeout = {bound_ms}"))
 
 
 # --- queries -------------------------------------------------------------------------
 
 
-class _Match:
-    """One matched customer with the phone row that matched and the assigned staff."""
+# The statements are built once, from the tables (not the ORM classes), with bound
+# parameters: a lookup then costs the round-trips and little else. Building a
+# statement per lookup, and running ORM-annotated ones, cost ~1 ms in SQLAlchemy alone,
+# twenty times the time SQLite spent answering (bench/README.md).
+_phones = CustomerPhone.__table__.c
+_customers = Customer.__table__.c
+_staff = Staff.__table__.c
+_calls = Call.__table__.c
+_transactions = Transaction.__table__.c
+_notes = Note.__table__.c
 
-    __slots__ = ("customer", "phone", "staff")
-
-    def __init__(self, customer: Customer, phone: CustomerPhone, staff: Staff | None) -> None:
-        self.customer = customer
-        self.phone = phone
-        self.staff = staff
-
-
-def _phones_for(session: Session, e164: str) -> list[_Match]:
-    rows = session.execute(
-        select(CustomerPhone, Customer, Staff)
-        .join(Customer, Customer.id == CustomerPhone.customer_id)
-        .outerjoin(Staff, Staff.id == Customer.assigned_staff_id)
-        .where(
-            CustomerPhone.e164 == e164,
-            CustomerPhone.deleted_at.is_(None),
-            Customer.deleted_at.is_(None),
-        )
-        .order_by(Customer.id, CustomerPhone.id)
+# One row per (customer, matching phone): the customer, the phone's label and owner,
+# and the assigned staff.
+_MATCHES = (
+    select(
+        _customers.id,
+        _customers.name,
+        _customers.furigana,
+        _customers.company,
+        _customers.rank,
+        _customers.tags,
+        _customers.preferences,
+        _customers.memo,
+        _customers.birthday,
+        _phones.label.label("phone_label"),
+        _phones.owner_name.label("phone_owner"),
+        _staff.id.label("staff_id"),
+        _staff.name.label("staff_name"),
+        _staff.furigana.label("staff_furigana"),
+        _staff.extension.label("staff_extension"),
     )
-    matches: dict[int, _Match] = {}
-    for phone, customer, staff in rows:
+    .select_from(
+        CustomerPhone.__table__.join(
+            Customer.__table__, _customers.id == _phones.customer_id
+        ).outerjoin(Staff.__table__, _staff.id == _customers.assigned_staff_id)
+    )
+    .where(
+        _phones.e164 == bindparam("e164"),
+        _phones.deleted_at.is_(None),
+        _customers.deleted_at.is_(None),
+    )
+    .order_by(_customers.id, _phones.id)
+)
+
+# Calls from this number before `now` (the ringing call itself may already be logged).
+_CALLS_FROM = select(func.count(), func.max(_calls.started_at)).where(
+    _calls.caller_e164 == bindparam("e164"), _calls.started_at < bindparam("now")
+)
+
+_LATEST_CALL_PER_CUSTOMER = (
+    select(_calls.customer_id, func.max(_calls.started_at))
+    .where(
+        _calls.customer_id.in_(bindparam("ids", expanding=True)),
+        _calls.started_at < bindparam("now"),
+    )
+    .group_by(_calls.customer_id)
+)
+
+
+@functools.lru_cache(maxsize=32)
+def _latest_transactions(customers: int, history: int) -> _AnySelect:
+    """The last ``history`` transactions of each of ``customers`` customers (``c0``…)."""
+    return _union_of_limited(
+        [
+            select(
+                _transactions.customer_id,
+                _transactions.id,
+                _transactions.date,
+                _transactions.title,
+                _transactions.amount_yen,
+            )
+            .where(
+                _transactions.customer_id == bindparam(f"c{n}"),
+                _transactions.deleted_at.is_(None),
+            )
+            .order_by(_transactions.date.desc(), _transactions.id.desc())
+            .limit(history)
+            for n in range(customers)
+        ]
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def _latest_notes(customers: int, history: int) -> _AnySelect:
+    """The last ``history`` notes of each of ``customers`` customers, with the writer."""
+    return _union_of_limited(
+        [
+            select(
+                _notes.customer_id,
+                _notes.id,
+                _notes.created_at,
+                _notes.body,
+                _staff.name.label("staff_name"),
+            )
+            .select_from(Note.__table__.outerjoin(Staff.__table__, _staff.id == _notes.staff_id))
+            .where(_notes.customer_id == bindparam(f"c{n}"), _notes.deleted_at.is_(None))
+            .order_by(_notes.created_at.desc(), _notes.id.desc())
+            .limit(history)
+            for n in range(customers)
+        ]
+    )
+
+
+def _union_of_limited(branches: list[_AnySelect]) -> _AnySelect:
+    # Each branch is wrapped in a subquery: SQLite allows ORDER BY/LIMIT only on
+    # the whole compound statement, not on its members.
+    wrapped = [select(branch.subquery()) for branch in branches]
+    if len(wrapped) == 1:
+        return wrapped[0]
+    return select(union_all(*wrapped).subquery())
+
+
+def _customer_params(customer_ids: list[int]) -> dict[str, int]:
+    return {f"c{n}": customer_id for n, customer_id in enumerate(customer_ids)}
+
+
+def _phones_for(connection: Connection, e164: str) -> list[Row[Any]]:
+    matches: dict[int, Row[Any]] = {}
+    rows: Result[Any] = connection.execute(_MATCHES, {"e164": e164})
+    for row in rows:
         # The same number entered twice for one customer (自宅 and FAX…): one card, first label.
-        matches.setdefault(customer.id, _Match(customer, phone, staff))
+        matches.setdefault(row.id, row)
     return list(matches.values())
 
 
-def _calls_from(session: Session, e164: str, now: dt.datetime) -> tuple[int, dt.datetime | None]:
-    # Before `now`: the ringing call itself may already be in the log.
-    row = session.execute(
-        select(func.count(), func.max(Call.started_at)).where(
-            Call.caller_e164 == e164, Call.started_at < now
-        )
-    ).one()
-    count, latest = row
+def _calls_from(
+    connection: Connection, e164: str, now: dt.datetime
+) -> tuple[int, dt.datetime | None]:
+    count, latest = connection.execute(_CALLS_FROM, {"e164": e164, "now": now}).one()
     return int(count), _aware(latest)
 
 
 def _latest_call_per_customer(
-    session: Session, customer_ids: list[int], now: dt.datetime
+    connection: Connection, customer_ids: list[int], now: dt.datetime
 ) -> dict[int, dt.datetime]:
-    rows = session.execute(
-        select(Call.customer_id, func.max(Call.started_at))
-        .where(Call.customer_id.in_(customer_ids), Call.started_at < now)
-        .group_by(Call.customer_id)
-    )
     found: dict[int, dt.datetime] = {}
+    rows = connection.execute(_LATEST_CALL_PER_CUSTOMER, {"ids": customer_ids, "now": now})
     for customer_id, latest in rows:
         aware = _aware(latest)
         if customer_id is not None and aware is not None:
@@ -320,16 +359,32 @@ def _latest_call_per_customer(
     return found
 
 
-def _union_of_limited(
-    per_customer: Callable[[int], _AnySelect], customer_ids: list[int]
-) -> _AnySelect:
-    # Each branch is wrapped in a subquery: SQLite allows ORDER BY/LIMIT only on
-    # the whole compound statement, not on its members.
-    branches = [select(per_customer(cid).subquery()) for cid in customer_ids]
-    if len(branches) == 1:
-        return branches[0]
-    compound = union_all(*branches).subquery()
-    return select(compound)
+def _transactions_of(
+    connection: Connection, customer_ids: list[int], history: int
+) -> dict[int, list[TransactionLine]]:
+    statement = _latest_transactions(len(customer_ids), history)
+    found: dict[int, list[TransactionLine]] = {}
+    for row in connection.execute(statement, _customer_params(customer_ids)):
+        found.setdefault(row.customer_id, []).append(
+            TransactionLine(date=row.date, title=row.title, amount=row.amount_yen)
+        )
+    for lines in found.values():
+        lines.sort(key=lambda line: line.date, reverse=True)  # UNION ALL keeps no order
+    return found
+
+
+def _notes_of(
+    connection: Connection, customer_ids: list[int], history: int
+) -> dict[int, list[NoteLine]]:
+    statement = _latest_notes(len(customer_ids), history)
+    rows = list(connection.execute(statement, _customer_params(customer_ids)))
+    rows.sort(key=lambda row: (row.created_at, row.id), reverse=True)
+    found: dict[int, list[NoteLine]] = {}
+    for row in rows:
+        found.setdefault(row.customer_id, []).append(
+            NoteLine(at=_aware_local(row.created_at), staff_name=row.staff_name, body=row.body)
+        )
+    return found
 
 
 def _deliver_late(
@@ -369,14 +424,13 @@ def _card_without_database(number: Number, withheld: str | None) -> CallerCard |
 
 
 def _customer_card(
-    match: _Match,
+    match: Row[Any],
     *,
     transactions: list[TransactionLine],
     notes: list[NoteLine],
     last_call_at: dt.datetime | None,
     today: dt.date,
 ) -> CustomerCard:
-    customer, staff = match.customer, match.staff
     contacts = [note.at for note in notes[:1]]
     if transactions:
         # A transaction's date is an office date: count it from the start of that day.
@@ -386,21 +440,24 @@ def _customer_card(
         contacts.append(last_call_at)
     last_contact = max(contacts, default=None)
     return CustomerCard(
-        id=customer.id,
-        name=customer.name,
-        furigana=customer.furigana,
-        company=customer.company,
-        rank=customer.rank,
-        tags=list(customer.tags or []),
-        preferences=customer.preferences,
-        memo=customer.memo,
-        phone_label=match.phone.label,
-        phone_owner=match.phone.owner_name,
+        id=match.id,
+        name=match.name,
+        furigana=match.furigana,
+        company=match.company,
+        rank=match.rank,
+        tags=list(match.tags or []),
+        preferences=match.preferences,
+        memo=match.memo,
+        phone_label=match.phone_label,
+        phone_owner=match.phone_owner,
         assigned_staff=(
             StaffRef(
-                id=staff.id, name=staff.name, furigana=staff.furigana, extension=staff.extension
+                id=match.staff_id,
+                name=match.staff_name,
+                furigana=match.staff_furigana,
+                extension=match.staff_extension,
             )
-            if staff is not None
+            if match.staff_id is not None
             else None
         ),
         transactions=transactions,
@@ -409,7 +466,7 @@ def _customer_card(
         days_since_contact=(
             (today - last_contact.astimezone(TOKYO).date()).days if last_contact else None
         ),
-        birthday_today=_is_birthday(customer.birthday, today),
+        birthday_today=_is_birthday(match.birthday, today),
     )
 
 

@@ -5,18 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import re
 import socket
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError
 
 from db.calls import record_call_started
-from db.engine import make_engine, make_session_factory
+from db.demo import seed_demo
+from db.engine import make_engine, make_session_factory, migrate
 from db.models import Base, CustomerPhone
 from lookup.card import CallerCard, CardStatus, DegradedReason
 from lookup.service import CallerLookup
@@ -348,3 +352,48 @@ async def test_unreachable_database_gives_a_degraded_card() -> None:
     assert (card.number, card.national) == ("+819012345678", "090-1234-5678")
     assert card.degraded_reason is DegradedReason.DATABASE
     assert card.message is not None and card.message.startswith("database unavailable: ")
+
+
+# --- the query path ---------------------------------------------------------------------
+
+
+def test_every_statement_of_a_lookup_reads_through_an_index(tmp_path: Path) -> None:
+    """SQLite's own plan for each statement a lookup runs: no table is scanned whole,
+    so a lookup costs the same at 1,000 customers as at 1,000,000 (bench/)."""
+    url = f"sqlite:///{tmp_path / 'plan.db'}"
+    engine = make_engine(url)
+    migrate(engine)
+    factory = make_session_factory(engine)
+    with factory() as session:
+        seed_demo(session, today=TODAY)
+        session.commit()
+    statements: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, sql: str, params: Any, *_: Any) -> None:
+        if sql.lstrip().upper().startswith("SELECT"):
+            statements.append((sql, params))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        # Yamada (one customer, transactions and notes), the shared switchboard (three
+        # customers: the UNION ALL path), and an unknown number.
+        for number in ("03-1234-5678", "03-5555-0100", "090-9999-0000"):
+            CallerLookup(factory).card_for_number(number, now=NOW)
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    assert len(statements) == 5 + 5 + 2
+    tables = {"customer_phones", "customers", "staff", "transactions", "notes", "calls"}
+    # Each table is entered by an index (or the rowid) with an equality on its leading
+    # column: "SEARCH calls USING COVERING INDEX ix_calls_caller_started (caller_e164=?
+    # AND started_at<?)" is; a range on started_at alone, or a SCAN, is not.
+    keyed = re.compile(r"SEARCH (\w+) USING (COVERING )?(INDEX \w+|INTEGER PRIMARY KEY) \(\w+=\?")
+    with engine.connect() as connection:
+        raw = connection.connection.driver_connection
+        assert raw is not None
+        for sql, params in statements:
+            plan = [row[3] for row in raw.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+            for step in plan:
+                words = step.split(" ")
+                if len(words) > 1 and words[1] in tables:
+                    assert keyed.match(step), f"{step!r} in the plan of\n{sql}\n{plan}"
+    engine.dispose()
