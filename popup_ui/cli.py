@@ -223,20 +223,31 @@ def _own_command() -> str:
     return f"{shown} call"
 
 
+def server_config(app: Any, *, host: str, port: int, log_level: str = "info") -> Any:
+    """The uvicorn config callpop runs under (the tests use the same)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        lifespan="on",
+        ws="websockets-sansio",
+        # Pops are a few KB on an office LAN: compressing each one again for every
+        # browser cost more CPU on the fan-out path than it saved on the wire
+        # (bench/README.md).
+        ws_per_message_deflate=False,
+    )
+
+
 def _run_server(settings: Settings) -> None:
     import uvicorn
 
     from popup_ui.app import create_app
 
     app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.http.host,
-        port=settings.http.port,
-        log_level="info",
-        lifespan="on",
-        ws="websockets-sansio",
-    )
+    config = server_config(app, host=settings.http.host, port=settings.http.port)
     server = uvicorn.Server(config)
     server.run()
     if not server.started:

@@ -32,6 +32,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from db.demo import DemoInfo, seed_demo
 from db.engine import make_engine, make_session_factory, migrate
 from popup_ui.app import Services, create_app
+from popup_ui.cli import server_config
 from popup_ui.settings import Settings
 
 TOKYO = ZoneInfo("Asia/Tokyo")
@@ -197,14 +198,7 @@ async def serve(
 ) -> tuple[Live, asyncio.Task[None]]:
     """Run ``create_app(settings)`` under uvicorn on a free port until ``stop_live``."""
     app = create_app(settings, sip=with_sip)
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        lifespan="on",
-        ws="websockets-sansio",
-        log_level="warning",
-    )
+    config = server_config(app, host="127.0.0.1", port=0, log_level="warning")
     server = uvicorn.Server(config)
     # The test runner owns the signals; uvicorn must not take SIGINT from pytest.
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
