@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 from websockets.exceptions import InvalidStatus
 
+from db.engine import make_engine
 from telephony.events import CallEnded, EndReason
 from tests.fixtures_db import PostgresSchema, sqlite_locked
 from tests.web.conftest import (
@@ -40,6 +42,18 @@ def _call_row(db_path: Path, call_id: str) -> dict[str, Any] | None:
         connection.row_factory = sqlite3.Row
         row = connection.execute("SELECT * FROM calls WHERE id = ?", (call_id,)).fetchone()
     return dict(row) if row is not None else None
+
+
+def _pg_call_state(url: str, call_id: str) -> str | None:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            state = connection.execute(
+                text("SELECT state FROM calls WHERE id = :id"), {"id": call_id}
+            ).scalar()
+    finally:
+        engine.dispose()
+    return None if state is None else str(state)
 
 
 async def _ring_and_cancel(call: SipCall, *, answered_elsewhere: bool) -> None:
@@ -286,6 +300,12 @@ async def test_on_postgresql_a_pop_matches_and_a_dropped_schema_degrades(tmp_pat
                 assert ringing["card"]["customers"][0]["name"] == "山田 太郎"
                 await _ring_and_cancel(call, answered_elsewhere=False)
                 assert (await next_message(ws))["type"] == "call.ended"
+                # The call row is written after the pop; let that finish, or dropping
+                # the schema under the INSERT is a deadlock in PostgreSQL, not a test.
+                await wait_for(
+                    lambda: _pg_call_state(url, ringing["call"]["id"]) == "ended",
+                    what="the call row",
+                )
 
                 # The database is gone from under the running service.
                 schema.drop()
