@@ -1,18 +1,39 @@
-"""The call log: writing a call when it rings and when it ends.
+"""The call log: writing a call when it rings, when its customer is known, and when it ends.
 
 The server calls these from a worker thread after the pop has gone out; the
 caller commits. Knows nothing of SIP: ids, numbers and outcomes arrive as plain
 values.
+
+The statements are Core, built once against the table: a call row needs no identity
+map or unit of work, and these writes run in threads that share the interpreter with
+the event loop sending pops (bench/README.md).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import update
+from sqlalchemy import Table, bindparam, insert, update
 from sqlalchemy.orm import Session
 
 from db.models import Call
+
+_table = cast(Table, Call.__table__)  # a declarative class's table (typed FromClause)
+_calls = _table.c
+
+_STARTED = insert(_table)
+
+# Bound parameter names differ from the column names: SQLAlchemy keeps those for the
+# SET clause.
+_BY_ID = _calls.id == bindparam("call_id")
+_CUSTOMER = update(_table).where(_BY_ID).values(customer_id=bindparam("customer"))
+_ANSWERED = update(_table).where(_BY_ID).values(state="answered", answered_by=bindparam("by"))
+_ENDED = (
+    update(_table)
+    .where(_BY_ID)
+    .values(state="ended", ended_at=bindparam("at"), outcome=bindparam("how"))
+)
 
 
 def record_call_started(
@@ -29,33 +50,31 @@ def record_call_started(
     customer_id: int | None,
 ) -> None:
     """Insert the call in state ``ringing``."""
-    session.add(
-        Call(
-            id=id,
-            sip_call_id=sip_call_id,
-            caller_e164=caller_e164,
-            caller_raw=caller_raw,
-            display_name=display_name,
-            withheld=withheld,
-            dialed_e164=dialed_e164,
-            started_at=started_at,
-            state="ringing",
-            customer_id=customer_id,
-        )
-    )
-    session.flush()
-
-
-def record_call_answered(session: Session, *, id: str, answered_by: str | None) -> None:
-    """Mark the call answered (by an extension, when known)."""
     session.execute(
-        update(Call).where(Call.id == id).values(state="answered", answered_by=answered_by)
+        _STARTED,
+        {
+            "id": id,
+            "sip_call_id": sip_call_id,
+            "caller_e164": caller_e164,
+            "caller_raw": caller_raw,
+            "display_name": display_name,
+            "withheld": withheld,
+            "dialed_e164": dialed_e164,
+            "started_at": started_at,
+            "state": "ringing",
+            "customer_id": customer_id,
+        },
     )
 
 
 def record_call_customer(session: Session, *, id: str, customer_id: int) -> None:
     """Link the call to its customer once a late lookup has found them."""
-    session.execute(update(Call).where(Call.id == id).values(customer_id=customer_id))
+    session.execute(_CUSTOMER, {"call_id": id, "customer": customer_id})
+
+
+def record_call_answered(session: Session, *, id: str, answered_by: str | None) -> None:
+    """Mark the call answered (by an extension, when known)."""
+    session.execute(_ANSWERED, {"call_id": id, "by": answered_by})
 
 
 def record_call_ended(
@@ -66,6 +85,4 @@ def record_call_ended(
     outcome: str,
 ) -> None:
     """Mark the call ended with its outcome; a call never recorded as started is ignored."""
-    session.execute(
-        update(Call).where(Call.id == id).values(state="ended", ended_at=ended_at, outcome=outcome)
-    )
+    session.execute(_ENDED, {"call_id": id, "at": ended_at, "how": outcome})
