@@ -274,38 +274,37 @@ def _call_id(headers: Headers) -> str:
     return value
 
 
+class _Identified:
+    """What requests and responses share: the transaction's Call-ID and CSeq."""
+
+    __slots__ = ()
+    headers: Headers
+
+    @property
+    def call_id(self) -> str:
+        return _call_id(self.headers)
+
+    @property
+    def cseq(self) -> tuple[int, str]:
+        return _parse_cseq(self.headers.get("cseq"))
+
+
 @dataclass(slots=True)
-class SipRequest:
+class SipRequest(_Identified):
     method: str
     uri: str
     version: str
     headers: Headers
     body: bytes
 
-    @property
-    def call_id(self) -> str:
-        return _call_id(self.headers)
-
-    @property
-    def cseq(self) -> tuple[int, str]:
-        return _parse_cseq(self.headers.get("cseq"))
-
 
 @dataclass(slots=True)
-class SipResponse:
+class SipResponse(_Identified):
     status: int
     reason: str
     version: str
     headers: Headers
     body: bytes
-
-    @property
-    def call_id(self) -> str:
-        return _call_id(self.headers)
-
-    @property
-    def cseq(self) -> tuple[int, str]:
-        return _parse_cseq(self.headers.get("cseq"))
 
 
 SipMessage = SipRequest | SipResponse
