@@ -19,15 +19,9 @@ import pytest
 
 from telephony.dialer import T1, T2, DialError, Step, UacCall, place_call
 from telephony.message import SipRequest, build_response, parse_message
+from tests.processes import free_udp_port
 
 SCENARIO = Path(__file__).with_name("sipp_uas_ring_cancel.xml")
-
-
-def free_udp_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

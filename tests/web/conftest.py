@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import shutil
-import socket
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -34,16 +33,10 @@ from db.engine import make_engine, make_session_factory, migrate
 from popup_ui.app import Services, create_app
 from popup_ui.cli import server_config
 from popup_ui.settings import Settings
+from tests.processes import free_udp_port
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 T = TypeVar("T")
-
-
-def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def wait_for(
@@ -67,7 +60,7 @@ def make_settings(db_path: Path, **sections: dict[str, Any]) -> Settings:
         "sip": {
             "mode": "trunk",
             "bind_host": "127.0.0.1",
-            "bind_port": free_port(socket.SOCK_DGRAM),
+            "bind_port": free_udp_port(),
             "allowed_hosts": ["127.0.0.1"],
             "ring_timeout": 30.0,
         },

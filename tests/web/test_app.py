@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from popup_ui.app import StartupError, advertised_host, create_app, endpoint_config
+from tests.processes import free_tcp_port, free_udp_port
 from tests.web.conftest import (
     DemoTemplate,
     Live,
     drop_table,
-    free_port,
     make_settings,
     start_live,
     stop_live,
@@ -65,7 +65,7 @@ async def test_unusable_databases_are_one_line_startup_errors(tmp_path: Path) ->
 
     # A PostgreSQL server that is not there (nothing listens on the port); the
     # password must not be echoed.
-    url = f"postgresql+psycopg://callpop:s3cret@127.0.0.1:{free_port()}/callpop"
+    url = f"postgresql+psycopg://callpop:s3cret@127.0.0.1:{free_tcp_port()}/callpop"
     settings = make_settings(tmp_path / "x.db", database={"url": url})
     sent = await _lifespan_messages(create_app(settings, sip=False))
     message = sent[-1]["message"]
@@ -114,7 +114,7 @@ async def test_register_mode_not_registered_is_degraded(
                 "mode": "register",
                 "registrar_host": "127.0.0.1",
                 "registrar_port": silent.getsockname()[1],
-                "bind_port": free_port(socket.SOCK_DGRAM),
+                "bind_port": free_udp_port(),
                 "password": "secret",
             },
         )
