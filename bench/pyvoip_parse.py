@@ -6,18 +6,27 @@ throw-away virtual environment to repeat the measurement in docs/telephony.md:
     python3 -m venv /tmp/pyvoip && /tmp/pyvoip/bin/pip install pyVoIP==1.6.8
     /tmp/pyvoip/bin/python bench/pyvoip_parse.py
 
-It feeds every RFC 4475 torture message (tests/data/rfc4475) and every recorded INVITE
-(tests/data/invites) to ``pyVoIP.SIP.SIPMessage`` and prints, per corpus, how many were
-parsed and which raised what. callpop's parser on the same files: tests/telephony.
+It feeds every RFC 4475 torture message (``$CALLPOP_RFC4475_DIR``, else
+``../shared/corpora/rfc4475`` beside the checkout, the same place the tests read it from)
+and every recorded INVITE (tests/data/invites) to ``pyVoIP.SIP.SIPMessage`` and prints,
+per corpus, how many were parsed and which raised what. callpop's parser on the same
+files: tests/telephony.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections import Counter
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
+REPO = Path(__file__).resolve().parent.parent
+CORPORA = {
+    "rfc4475": Path(
+        os.environ.get("CALLPOP_RFC4475_DIR") or REPO.parent / "shared" / "corpora" / "rfc4475"
+    ),
+    "invites": REPO / "tests" / "data" / "invites",
+}
 
 
 def main() -> int:
@@ -29,7 +38,10 @@ def main() -> int:
         return 2
     print(f"{'corpus':<10} {'files':>5} {'parsed':>6} {'raised':>6}  exceptions")
     for corpus, pattern in (("rfc4475", "*.dat"), ("invites", "*.sip")):
-        files = sorted((DATA / corpus).glob(pattern))
+        files = sorted(CORPORA[corpus].glob(pattern))
+        if not files:
+            print(f"{corpus:<10} not found at {CORPORA[corpus]} (set CALLPOP_RFC4475_DIR)")
+            continue
         raised: dict[str, str] = {}
         for path in files:
             try:

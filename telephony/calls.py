@@ -23,13 +23,7 @@ from dataclasses import dataclass
 from telephony.callerid import extract_caller_id
 from telephony.events import CallEnded, CallRinging, EndReason, Event
 from telephony.message import SipRequest, build_response, new_tag
-
-# RFC 3261 §17.1.1.1 / Table 4: T1, T2, T4 for an unreliable transport.
-T1 = 0.5
-T2 = 4.0
-T4 = 5.0
-TIMER_H = 64 * T1  # wait for the ACK of a final response
-TIMER_I = T4  # absorb ACK retransmissions after the first ACK
+from telephony.timers import T1, T2, TIMER_H, TIMER_I
 
 
 class InviteState(enum.Enum):

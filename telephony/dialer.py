@@ -6,22 +6,20 @@ CANCEL that ends the ring, the ACK for the final response and, if some phone did
 answer, the ACK + BYE that hang up. It must not know callpop's server side (the
 listener, customers, browsers); it talks to any SIP UAS.
 
-Two layers, like the rest of ``telephony/``:
-
-* :class:`UacCall` is sans-I/O: ``start(now)``, ``receive(data, now)``,
-  ``get_timer()`` / ``handle_timer(now)``, ``datagrams_to_send()``. No socket, no clock.
-* :func:`place_call` is the asyncio runner: one UDP socket, ``loop.time()`` as the
-  clock, and a :class:`DialError` whose message a person can act on.
+:class:`UacCall` is sans-I/O like the rest of ``telephony/``: ``start(now)``,
+``receive(data, now)``, ``get_timer()`` / ``handle_timer(now)``, ``datagrams_to_send()``.
+No socket, no clock. The asyncio runner that gives it one UDP socket and
+``loop.time()`` as the clock (:func:`telephony.transport.place_call`,
+:func:`telephony.transport.drive`) lives with the other socket code in ``transport.py``.
+A :class:`DialError` carries a message a person can act on.
 
 The library prints nothing; the CLI prints.
 """
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from telephony.message import (
@@ -33,13 +31,11 @@ from telephony.message import (
     new_tag,
     parse_message,
 )
-
-# RFC 3261 §17.1.1.1: T1 is the RTT estimate (500 ms), T2 caps non-INVITE retransmits (4 s).
-T1 = 0.5
-T2 = 4.0
+from telephony.timers import T1, T2
+from telephony.uri import hostport
 
 USER_AGENT = "callpop-call"
-OFFICE_USER = "office"
+OFFICE_USER = "office"  # the Request-URI / To user when no office line is given
 
 # How each withheld reason is presented: the anonymous URI of RFC 3323 §4.1.1.3 with the
 # reason in the display name, as Japanese carriers present 非通知 / 公衆電話 / 表示圏外.
@@ -116,11 +112,6 @@ def dialable(number: str) -> str:
     return cleaned
 
 
-def hostport(host: str, port: int) -> str:
-    """``host:port`` for a SIP URI or Via; RFC 3261 §25.1 brackets IPv6 references."""
-    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
-
-
 def _quote(display: str) -> str:
     # RFC 3261 §25.1 quoted-string: backslash-escape '"' and '\'.
     return '"' + display.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -187,7 +178,10 @@ class UacCall:
         p_asserted_identity: str | None = None,
         timeout: float = 8.0,
         call_id: str | None = None,
+        line: str | None = None,
     ) -> None:
+        """``number`` is the caller presented; ``line`` the office number dialled (the
+        user of the Request-URI and To, RFC 3261 §8.1.1.1-2), ``"office"`` when None."""
         if withheld is not None and withheld not in WITHHELD_DISPLAY:
             raise DialError(
                 f"withheld must be one of {', '.join(WITHHELD_DISPLAY)}, not {withheld!r}"
@@ -201,7 +195,8 @@ class UacCall:
 
         target_hp = hostport(*target)
         local_hp = hostport(*local)
-        self.request_uri = f"sip:{OFFICE_USER}@{target_hp}"
+        dialled = OFFICE_USER if line is None else dialable(line)
+        self.request_uri = f"sip:{dialled}@{target_hp}"
         self._via_sent_by = f"SIP/2.0/UDP {local_hp}"
         self._branch = new_branch()
         if withheld is not None:
@@ -526,87 +521,3 @@ def minimal_sdp(host: str) -> bytes:
         "a=inactive",
     ]
     return ("\r\n".join(lines) + "\r\n").encode("ascii")
-
-
-# --- asyncio runner -------------------------------------------------------------------
-
-
-class _Receiver(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.inbox: asyncio.Queue[bytes] = asyncio.Queue()
-
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        self.inbox.put_nowait(data)
-
-    def error_received(self, exc: Exception) -> None:
-        # An ICMP port-unreachable on an unconnected socket: keep waiting, the timeout
-        # message says what to check.
-        pass
-
-
-async def drive(
-    call: UacCall,
-    send: Callable[[bytes], None],
-    inbox: asyncio.Queue[bytes],
-    clock: Callable[[], float],
-) -> CallResult:
-    """Run ``call`` to its end: send what it produces, feed it ``inbox``, fire its timers.
-
-    ``send`` and ``inbox`` let one socket carry many calls (the latency benchmark
-    routes datagrams by Call-ID); ``clock`` is any monotonic clock in seconds.
-    """
-    call.start(clock())
-    while True:
-        for datagram in call.datagrams_to_send():
-            send(datagram)
-        if call.done:
-            return call.result()
-        due = call.get_timer()
-        if not inbox.empty():
-            call.receive(inbox.get_nowait(), clock())
-            continue
-        wait = None if due is None else max(due - clock(), 0.0)
-        try:
-            data = await asyncio.wait_for(inbox.get(), wait)
-        except TimeoutError:
-            call.handle_timer(clock())
-        else:
-            call.receive(data, clock())
-
-
-async def place_call(
-    number: str,
-    *,
-    to: tuple[str, int],
-    name: str | None = None,
-    ring_seconds: float = 3.0,
-    answered_elsewhere: bool = False,
-    withheld: str | None = None,
-    local_host: str = "127.0.0.1",
-    timeout: float = 8.0,
-    p_asserted_identity: str | None = None,
-) -> CallResult:
-    """Place one test call to ``to`` and return what it saw; raise DialError otherwise."""
-    loop = asyncio.get_running_loop()
-    try:
-        transport, protocol = await loop.create_datagram_endpoint(
-            _Receiver, local_addr=(local_host, 0)
-        )
-    except OSError as exc:
-        raise DialError(f"cannot send from {local_host}: {exc.strerror or exc}") from exc
-    try:
-        sockname = transport.get_extra_info("sockname")
-        call = UacCall(
-            number,
-            target=to,
-            local=(local_host, int(sockname[1])),
-            name=name,
-            ring_seconds=ring_seconds,
-            answered_elsewhere=answered_elsewhere,
-            withheld=withheld,
-            p_asserted_identity=p_asserted_identity,
-            timeout=timeout,
-        )
-        return await drive(call, lambda data: transport.sendto(data, to), protocol.inbox, loop.time)
-    finally:
-        transport.close()

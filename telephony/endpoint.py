@@ -4,13 +4,21 @@ Theory of operation. :class:`SipEndpoint` is what the transport drives (the way 
 under an HTTP server, or aioquic's connection under its protocol). Each datagram goes
 through the same gate, in this order:
 
+0. **Bugs stay bugs, datagrams keep flowing** — ``parse_message`` raises ``SipParseError``
+   only for bad input; any other exception while a datagram is parsed or handled is a
+   bug. The core lets it propagate (so tests and fuzzers see it) up to here, where the
+   datagram is dropped, counted as ``internal_errors`` and logged with its traceback
+   once per kind (exception type and where it was raised; at most
+   :data:`INTERNAL_ERROR_KINDS` kinds remembered), so one bug hit by a flood of
+   datagrams cannot flood the log, and the next good datagram is still answered.
 1. **Host filter** — a source IP that is not allowed is dropped without any reply, so a
    scanner's OPTIONS flood learns nothing (counted, reported at most once per host per
    :data:`REJECT_EVENT_INTERVAL`).
 2. **Framing** — CRLF keep-alives (RFC 5626 §4.4.1) are ignored; unparseable bytes are
    counted and, when Via/From/To/Call-ID/CSeq survived, answered ``400``.
-3. **Validation** — version (``505``), CSeq method (``400``), Max-Forwards (``483``),
-   Require (``420``), in-dialog requests for dialogs we never made (``481``).
+3. **Validation** — version (``505``), CSeq method (``400``), Request-URI scheme
+   (``416``), Max-Forwards (``483``), Require (``420``), in-dialog requests for dialogs
+   we never made (``481``).
 4. **Dispatch** — INVITE/ACK/CANCEL/BYE to the INVITE server (``calls.py``), responses to
    the registration client (``registration.py``), OPTIONS/NOTIFY answered here, every
    other method ``405``. Non-INVITE responses are cached for Timer J so a retransmitted
@@ -25,20 +33,26 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import logging
+import os
+import traceback
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Literal
 
-from telephony.calls import T1, InviteServer
+from telephony.calls import InviteServer
 from telephony.events import Event, RegistrationState, RequestRejected
 from telephony.message import SipParseError, SipRequest, SipResponse, build_response, parse_message
 from telephony.registration import RegistrationClient, RegistrationParams
-from telephony.uri import parse_name_addr, parse_via
+from telephony.timers import TIMER_J
+from telephony.uri import AbsoluteUri, hostport, parse_name_addr, parse_uri, parse_via
+
+logger = logging.getLogger(__name__)
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, NOTIFY"
-TIMER_J = 64 * T1  # RFC 3261 §17.2.2: keep a non-INVITE response for retransmissions
 REJECT_EVENT_INTERVAL = 10.0  # at most one RequestRejected per rejected host per 10 s
 _REJECT_MEMORY = 4096  # hosts remembered for that rate limit
+INTERNAL_ERROR_KINDS = 64  # kinds of internal error remembered (each logged once)
 _MAGIC_COOKIE = "z9hG4bK"  # RFC 3261 §8.1.1.7
 
 
@@ -52,7 +66,7 @@ class EndpointConfig:
     allowed_hosts: frozenset[str] = frozenset()  # trunk: only these; register: + registrar
     registrar_host: str = ""
     registrar_port: int = 5060
-    domain: str = ""
+    domain: str = ""  # the AOR's domain; empty means registrar_host
     user: str = "callpop"
     auth_user: str = ""
     password: str = ""
@@ -63,8 +77,9 @@ class EndpointConfig:
     retry_max: float = 60.0  # ... capped here
 
 
-def _hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+def _uri_host(host: str) -> str:
+    """``host`` as the host of a SIP URI: RFC 3261 §25.1 brackets an IPv6 address."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def _normalise_ip(host: str) -> str:
@@ -95,7 +110,7 @@ class SipEndpoint:
         self, config: EndpointConfig, *, registrar_addr: tuple[str, int] | None = None
     ) -> None:
         self.config = config
-        self._contact = f"sip:{config.user}@{_hostport(config.local_host, config.local_port)}"
+        self._contact = f"sip:{config.user}@{hostport(config.local_host, config.local_port)}"
         self._invites = InviteServer(
             contact=self._contact, server=config.user_agent, ring_timeout=config.ring_timeout
         )
@@ -103,13 +118,18 @@ class SipEndpoint:
         self._registration: RegistrationClient | None = None
         self._registrar = registrar_addr or (config.registrar_host, config.registrar_port)
         if config.mode == "register":
-            if not self._registrar[0]:
+            if not config.registrar_host or not self._registrar[0]:
                 raise ValueError("register mode needs registrar_host")
+            # The registrar relays the office's calls: its INVITEs are always wanted, by
+            # the name it was configured with and by the address it resolved to.
+            self._allowed.add(_normalise_ip(config.registrar_host))
             self._allowed.add(_normalise_ip(self._registrar[0]))
             self._registration = RegistrationClient(
                 RegistrationParams(
                     registrar=self._registrar,
-                    domain=config.domain,
+                    # RFC 3261 §10.2: the AOR is sip:user@domain; without a domain of its
+                    # own, callpop is an extension of the registrar's.
+                    domain=config.domain or _uri_host(config.registrar_host),
                     user=config.user,
                     auth_user=config.auth_user,
                     password=config.password,
@@ -145,9 +165,12 @@ class SipEndpoint:
                 "retransmissions",
                 "responses_sent",
                 "requests_sent",
+                "internal_errors",
             ),
             0,
         )
+        # Kinds of internal error already logged: (type name, file:line where raised).
+        self._internal_kinds: set[tuple[str, str]] = set()
 
     # -- public API ---------------------------------------------------------------------
 
@@ -174,15 +197,11 @@ class SipEndpoint:
             self._stats["keepalives"] += 1
             return
         try:
-            message = parse_message(data)
-        except SipParseError as exc:
-            self._on_parse_error(exc, data, addr, now)
-            self._collect()
-            return
-        if isinstance(message, SipResponse):
-            self._on_response(message, now)
-        else:
-            self._on_request(message, addr, now)
+            self._handle(data, addr, now)
+        except Exception as exc:
+            # A bug, not bad input (that is SipParseError, handled in _handle): drop the
+            # datagram and keep serving the next one.
+            self._on_internal_error(exc, addr)
         self._collect()
 
     def datagrams_to_send(self) -> list[tuple[bytes, tuple[str, int]]]:
@@ -213,10 +232,6 @@ class SipEndpoint:
         return self._registration.state
 
     @property
-    def registration_detail(self) -> str:
-        return "" if self._registration is None else self._registration.detail
-
-    @property
     def registration_expires_at(self) -> float | None:
         """When the current binding lapses (``now`` scale), or ``None`` if not registered."""
         return None if self._registration is None else self._registration.expires_at
@@ -237,6 +252,36 @@ class SipEndpoint:
         return len(self._invites.ringing)
 
     # -- inbound ------------------------------------------------------------------------
+
+    def _handle(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        try:
+            message = parse_message(data)
+        except SipParseError as exc:
+            self._on_parse_error(exc, data, addr, now)
+            return
+        if isinstance(message, SipResponse):
+            self._on_response(message, now)
+        else:
+            self._on_request(message, addr, now)
+
+    def _on_internal_error(self, exc: Exception, addr: tuple[str, int]) -> None:
+        self._stats["internal_errors"] += 1
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f"{os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else "?"
+        kind = (type(exc).__name__, where)
+        if kind in self._internal_kinds:
+            return  # logged once already; counted above
+        if len(self._internal_kinds) >= INTERNAL_ERROR_KINDS:
+            return  # bounded memory: beyond this many kinds, errors are only counted
+        self._internal_kinds.add(kind)
+        logger.error(
+            "internal error handling a datagram from %s (dropped; further %s at %s are "
+            "only counted in stats internal_errors)",
+            hostport(*addr),
+            kind[0],
+            where,
+            exc_info=exc,
+        )
 
     def _on_response(self, response: SipResponse, now: float) -> None:
         try:
@@ -330,13 +375,19 @@ class SipEndpoint:
             raise _Reject(400, "CSeq Method Mismatch")  # RFC 4475 §3.1.2.18 mismatch01
         if method in ("ACK", "CANCEL"):
             return
+        if isinstance(parse_uri(request.uri), AbsoluteUri):
+            # RFC 3261 §8.2.2.1: a Request-URI scheme we do not understand gets 416
+            # (RFC 4475 §3.3.2 unkscm). sip:, sips: and tel: are ours.
+            raise _Reject(416, "Unsupported URI Scheme")
         if method == "INVITE":
             max_forwards = request.headers.get("Max-Forwards")
             if max_forwards is not None:
+                # RFC 3261 §25.1: Max-Forwards = 1*DIGIT. Judged on the text: only zero
+                # matters to a UAS, and int() refuses thousands of digits.
                 text = max_forwards.strip()
-                if not text.isdigit():
+                if not text.isascii() or not text.isdigit():
                     raise _Reject(400, "Bad Max-Forwards")
-                if int(text) == 0:
+                if not text.strip("0"):
                     raise _Reject(483, "Too Many Hops")  # RFC 3261 §16.3 step 3
             to_header = request.headers.get("To") or ""
             try:

@@ -98,5 +98,4 @@ class RequestRejected:
     at: float
 
 
-CallEvent = CallRinging | CallAnswered | CallEnded
 Event = CallRinging | CallAnswered | CallEnded | RegistrationChanged | RequestRejected

@@ -29,13 +29,8 @@ from telephony.digest import (
 )
 from telephony.events import RegistrationChanged, RegistrationState
 from telephony.message import SipResponse, build_request, new_branch, new_call_id, new_tag
-from telephony.uri import parse_name_addr, parse_uri, parse_via
-
-# RFC 3261 §17.1.1.1 / §17.1.2.2: T1 = RTT estimate, T2 = cap of non-INVITE retransmits,
-# Timer F = 64*T1 (the transaction gives up).
-T1 = 0.5
-T2 = 4.0
-TIMER_F = 64 * T1
+from telephony.timers import T1, T2, TIMER_F
+from telephony.uri import hostport, parse_name_addr, parse_uri, parse_via
 
 MIN_REFRESH = 5.0
 
@@ -45,7 +40,8 @@ class RegistrationParams:
     """What the client needs to know about the registrar and about us."""
 
     registrar: tuple[str, int]  # where REGISTERs are sent (resolved address)
-    domain: str  # the AOR's domain and the Request-URI (RFC 3261 §10.2)
+    domain: str  # the AOR's domain and the Request-URI (RFC 3261 §10.2); the endpoint
+    # fills it (EndpointConfig.domain, else the registrar's host name)
     user: str
     auth_user: str
     password: str
@@ -54,6 +50,10 @@ class RegistrationParams:
     user_agent: str
     retry_base: float = 2.0
     retry_max: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not self.domain:
+            raise ValueError("RegistrationParams.domain is empty (the AOR needs a domain)")
 
 
 class _Phase(enum.Enum):
@@ -79,9 +79,26 @@ class _Input(enum.Enum):
     RETRY = "retry due"
 
 
-def _hostport(host: str, port: int) -> str:
-    # RFC 3261 §25.1: an IPv6 reference is bracketed in a URI / Via.
-    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+# RFC 3261 §20.19: Expires (and the Contact "expires" parameter, §20.10) is "an integral
+# number of seconds (in decimal) between 0 and (2**32)-1".
+_MAX_DELTA_SECONDS = 2**32 - 1
+
+
+def _delta_seconds(text: str | None) -> int | None:
+    """The value of a delta-seconds field (``1*DIGIT``), or ``None`` when it is not one.
+
+    Larger values are capped at 2**32-1. Decided on the text before any ``int()``: the
+    registrar's bytes may hold thousands of digits, or digits that are not ASCII.
+    """
+    if text is None:
+        return None
+    text = text.strip(" \t")
+    if not text.isascii() or not text.isdigit():
+        return None
+    significant = text.lstrip("0")
+    if len(significant) > len(str(_MAX_DELTA_SECONDS)):
+        return _MAX_DELTA_SECONDS
+    return min(int(significant), _MAX_DELTA_SECONDS) if significant else 0
 
 
 def refresh_delay(granted: float) -> float:
@@ -268,12 +285,12 @@ class RegistrationClient:
     def _on_too_brief(self, now: float, response: SipResponse | None) -> None:
         assert response is not None
         self._end_transaction()
-        raw = (response.headers.get("Min-Expires") or "").strip()
-        if not raw.isdigit() or int(raw) <= self._expires:
+        minimum = _delta_seconds(response.headers.get("Min-Expires"))
+        if minimum is None or minimum <= self._expires:
             self._fail(now, f"423 {response.reason} without a usable Min-Expires")
             return
         # RFC 3261 §10.2.8: retry with at least Min-Expires.
-        self._expires = int(raw)
+        self._expires = minimum
         self._send_register(now, self._expires)
 
     def _on_failure(self, now: float, response: SipResponse | None) -> None:
@@ -320,17 +337,14 @@ class RegistrationClient:
         )
 
     def _request_uri(self) -> str:
-        if self.params.domain:
-            return f"sip:{self.params.domain}"
-        host, port = self.params.registrar
-        return f"sip:{_hostport(host, port)}"
+        # RFC 3261 §10.2: the Request-URI names the domain of the registrar.
+        return f"sip:{self.params.domain}"
 
     def _aor(self) -> str:
-        domain = self.params.domain or self.params.registrar[0]
-        return f"sip:{self.params.user}@{domain}"
+        return f"sip:{self.params.user}@{self.params.domain}"
 
     def _contact_uri(self) -> str:
-        return f"sip:{self.params.user}@{_hostport(*self.params.local)};transport=udp"
+        return f"sip:{self.params.user}@{hostport(*self.params.local)};transport=udp"
 
     def _send_register(self, now: float, expires: int, *, phase: _Phase = _Phase.TRYING) -> None:
         self._phase = phase
@@ -338,7 +352,7 @@ class RegistrationClient:
         self._branch = new_branch()
         self.attempts += 1
         headers = [
-            ("Via", f"SIP/2.0/UDP {_hostport(*self.params.local)};branch={self._branch};rport"),
+            ("Via", f"SIP/2.0/UDP {hostport(*self.params.local)};branch={self._branch};rport"),
             ("Max-Forwards", "70"),
             ("From", f"<{self._aor()}>;tag={self._from_tag}"),
             ("To", f"<{self._aor()}>"),
@@ -383,13 +397,11 @@ class RegistrationClient:
                 continue
             if getattr(uri, "port", None) not in (getattr(ours, "port", None), None):
                 continue
-            raw = contact.params.get("expires")
-            if raw is not None and str(raw).strip().isdigit():
-                return int(str(raw).strip())
-        raw_expires = (response.headers.get("Expires") or "").strip()
-        if raw_expires.isdigit():
-            return int(raw_expires)
-        return self._expires
+            granted = _delta_seconds(contact.params.get("expires"))
+            if granted is not None:
+                return granted
+        granted = _delta_seconds(response.headers.get("Expires"))
+        return self._expires if granted is None else granted
 
 
 _Handler = Callable[[RegistrationClient, float, SipResponse | None], None]

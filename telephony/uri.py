@@ -21,6 +21,7 @@ __all__ = [
     "TelUri",
     "Uri",
     "Via",
+    "hostport",
     "parse_name_addr",
     "parse_uri",
     "parse_via",
@@ -89,6 +90,18 @@ class Via:
     @property
     def branch(self) -> str | None:
         return self.params.get("branch")
+
+
+def hostport(host: str, port: int) -> str:
+    """``host:port`` for a SIP URI or Via sent-by; an IPv6 address gets its brackets.
+
+    RFC 3261 §25.1: ``hostport = host [ ":" port ]`` with ``host = hostname / IPv4address
+    / IPv6reference`` and ``IPv6reference = "[" IPv6address "]"``. A host given already
+    bracketed is kept as is.
+    """
+    if ":" in host and not host.startswith("["):
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
 
 
 def unescape(text: str) -> str:
@@ -176,9 +189,9 @@ def _parse_sip_uri(scheme: str, rest: str) -> SipUri:
         password = unescape(raw_password) if colon else None
     else:
         hostpart = rest
-    hostport, question, header_text = hostpart.partition("?")
-    hostport, semi, param_text = hostport.partition(";")
-    host, port = _parse_hostport(hostport)
+    host_and_port, question, header_text = hostpart.partition("?")
+    host_and_port, semi, param_text = host_and_port.partition(";")
+    host, port = _parse_hostport(host_and_port)
     params = _parse_params(param_text, escaped=True) if semi else {}
     headers: dict[str, str] = {}
     if question:

@@ -10,7 +10,7 @@ itself when Kamailio restarts with an empty location table.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from telephony.events import (
     RegistrationState,
 )
 from telephony.transport import SipTransport
+from tests.waiting import wait_for
 
 from .conftest import (
     KAMAILIO_PASSWORD,
@@ -63,15 +64,6 @@ async def listener(
         await transport.close()
 
 
-async def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while not condition():
-                await asyncio.sleep(0.02)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}") from None
-
-
 def registration_states(events: list[Event]) -> list[RegistrationChanged]:
     return [e for e in events if isinstance(e, RegistrationChanged)]
 
@@ -83,8 +75,8 @@ async def test_registers_rings_and_reregisters_after_restart(
     async with listener(kamailio, events) as transport:
         await wait_for(
             lambda: transport.registration_state is RegistrationState.REGISTERED,
-            10.0,
-            "the first registration",
+            timeout=10.0,
+            what="the first registration",
         )
         registered = registration_states(events)[-1]
         assert registered.state is RegistrationState.REGISTERED
@@ -95,7 +87,9 @@ async def test_registers_rings_and_reregisters_after_restart(
         ]
 
         await asyncio.to_thread(call_ring_group, kamailio, tmp_path / "call1")
-        await wait_for(lambda: any(isinstance(e, CallEnded) for e in events), 5.0, "CallEnded")
+        await wait_for(
+            lambda: any(isinstance(e, CallEnded) for e in events), timeout=5.0, what="CallEnded"
+        )
         (ring,) = [e for e in events if isinstance(e, CallRinging)]
         (ended,) = [e for e in events if isinstance(e, CallEnded)]
         assert ring.caller.number == "+81312345678"  # the PAI SIPp sent, through Kamailio
@@ -119,10 +113,14 @@ async def test_registers_rings_and_reregisters_after_restart(
                 and expires_at - 10 > restarted_at
             )
 
-        await wait_for(bound_after_restart, 20.0, "a registration at the restarted Kamailio")
+        await wait_for(
+            bound_after_restart, timeout=20.0, what="a registration at the restarted Kamailio"
+        )
         events.clear()
         await asyncio.to_thread(call_ring_group, kamailio, tmp_path / "call2")
-        await wait_for(lambda: any(isinstance(e, CallEnded) for e in events), 5.0, "CallEnded")
+        await wait_for(
+            lambda: any(isinstance(e, CallEnded) for e in events), timeout=5.0, what="CallEnded"
+        )
         assert [type(e) for e in events if not isinstance(e, RegistrationChanged)] == [
             CallRinging,
             CallEnded,
@@ -138,8 +136,8 @@ async def test_wrong_password_fails_and_keeps_retrying(kamailio: Kamailio) -> No
     async with listener(kamailio, events, password="not-the-password") as transport:
         await wait_for(
             lambda: transport.registration_state is RegistrationState.FAILED,
-            10.0,
-            "FAILED",
+            timeout=10.0,
+            what="FAILED",
         )
         failed = registration_states(events)[-1]
         assert failed.state is RegistrationState.FAILED
@@ -147,7 +145,9 @@ async def test_wrong_password_fails_and_keeps_retrying(kamailio: Kamailio) -> No
         attempts = transport.stats["registrations"]
         # Back-off 0.5 s, 1 s, 2 s ... : more attempts follow, and it stays FAILED.
         await wait_for(
-            lambda: transport.stats["registrations"] >= attempts + 4, 15.0, "further attempts"
+            lambda: transport.stats["registrations"] >= attempts + 4,
+            timeout=15.0,
+            what="further attempts",
         )
         assert transport.registration_state is RegistrationState.FAILED
         assert all(e.state is not RegistrationState.REGISTERED for e in registration_states(events))

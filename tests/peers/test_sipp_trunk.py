@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -29,6 +29,7 @@ from telephony.events import (
     Withheld,
 )
 from telephony.transport import SipTransport
+from tests.waiting import wait_for
 
 from .conftest import SIPP_DIR, free_udp_port, run_sipp
 
@@ -100,12 +101,6 @@ async def sipp(listener: Listener, workdir: Path, *args: str, returncode: int = 
         expect_returncode=returncode,
     )
     assert result.returncode == returncode, f"SIPp exited {result.returncode}, see log above"
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)
 
 
 def csv_case_ids() -> list[str]:

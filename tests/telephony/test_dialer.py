@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from telephony.dialer import T1, T2, DialError, Step, UacCall, place_call
+from telephony.dialer import DialError, Step, UacCall
 from telephony.message import SipRequest, build_response, parse_message
+from telephony.timers import T1, T2
+from telephony.transport import place_call
 from tests.processes import free_udp_port
 
 SCENARIO = Path(__file__).with_name("sipp_uas_ring_cancel.xml")
@@ -112,6 +114,7 @@ async def test_rings_then_cancels_against_sipp(sipp_uas: Sipp) -> None:
             name="ヤマダ タロウ",
             ring_seconds=0.3,
             timeout=8.0,
+            line="050-1234-5678",
         )
         assert result.responses == (100, 180, 200, 487)
         assert result.final_status == 487
@@ -130,6 +133,9 @@ async def test_rings_then_cancels_against_sipp(sipp_uas: Sipp) -> None:
     (cancel,) = _sent_requests(log, "CANCEL")[:1]
     assert result.call_id in invite
     assert "<sip:0312345678@127.0.0.1:" in invite  # separators stripped, digits only
+    # The office line dialled is the Request-URI and To user.
+    assert re.search(r"^INVITE sip:05012345678@127\.0\.0\.1:\d+ SIP/2\.0", invite, re.M)
+    assert re.search(r"^To: <sip:05012345678@127\.0\.0\.1:\d+>", invite, re.M)
     assert '"ヤマダ タロウ"' in invite
     # RFC 3261 §9.1: the CANCEL travels on the INVITE's branch; no Reason for a missed call.
     assert _branch(cancel) == _branch(invite)
@@ -287,3 +293,22 @@ def test_an_answer_is_acked_then_hung_up_with_bye() -> None:
     call.receive(build_response(bye, 200), 1.2)
     assert call.done
     assert call.result().responses == (180, 200, 200)  # INVITE 200, then BYE 200
+
+
+@pytest.mark.parametrize(
+    ("line", "user"),
+    [(None, "office"), ("03-5555-1234", "0355551234"), ("+81355551234", "+81355551234")],
+)
+def test_the_dialled_line_is_the_request_uri_and_to_user(line: str | None, user: str) -> None:
+    call = UacCall("0312345678", target=TARGET, local=LOCAL, line=line)
+    call.start(0.0)
+    invite = _request(call.datagrams_to_send()[0])
+    # RFC 3261 §8.1.1.1-2: the Request-URI and To name whom we call.
+    assert invite.uri == f"sip:{user}@127.0.0.1:5999"
+    assert invite.headers.get("To") == f"<sip:{user}@127.0.0.1:5999>"
+    assert "sip:0312345678@" in (invite.headers.get("From") or "")  # the caller, unchanged
+
+
+def test_a_line_that_cannot_be_dialled_is_refused() -> None:
+    with pytest.raises(DialError, match="not a dialable number"):
+        UacCall("0312345678", target=TARGET, local=LOCAL, line="office@pbx")

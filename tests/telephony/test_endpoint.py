@@ -6,10 +6,14 @@ out. Nothing sleeps: timers fire because a test passes a later ``now``.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 import pytest
 
+import telephony.message
 from telephony.callerid import extract_caller_id
-from telephony.endpoint import EndpointConfig, SipEndpoint
+from telephony.endpoint import INTERNAL_ERROR_KINDS, EndpointConfig, SipEndpoint
 from telephony.events import (
     CallEnded,
     CallRinging,
@@ -18,7 +22,7 @@ from telephony.events import (
     RegistrationState,
     RequestRejected,
 )
-from telephony.message import SipRequest, SipResponse, parse_message
+from telephony.message import Headers, SipRequest, SipResponse, parse_message
 from telephony.uri import parse_name_addr
 
 PBX = ("192.0.2.20", 5060)
@@ -459,3 +463,92 @@ def test_two_calls_ring_independently() -> None:
     ended = [e for e in events(endpoint) if isinstance(e, CallEnded)]
     assert [e.call_id for e in ended] == ["b@pbx"]
     assert endpoint.active_calls == 1
+
+
+# --- a bug while handling one datagram ---------------------------------------------------
+
+
+def inject_parser_bug(
+    monkeypatch: pytest.MonkeyPatch, fault: Callable[[str], BaseException | None]
+) -> None:
+    """Make the parser raise ``fault(call_id)`` (when not None) for matching datagrams."""
+    real = telephony.message._parse_start_line
+
+    def buggy(line: str, headers: Headers, body: bytes) -> SipRequest | SipResponse:
+        exc = fault(headers.get("call-id") or "")
+        if exc is not None:
+            raise exc
+        return real(line, headers, body)
+
+    monkeypatch.setattr(telephony.message, "_parse_start_line", buggy)
+
+
+def endpoint_logs(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if record.name == "telephony.endpoint"]
+
+
+def test_a_parser_bug_drops_the_datagram_logs_once_and_the_next_call_rings(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    inject_parser_bug(
+        monkeypatch, lambda call_id: IndexError("injected") if call_id == "boom@pbx" else None
+    )
+    endpoint = make_endpoint()
+    with caplog.at_level(logging.ERROR, logger="telephony.endpoint"):
+        for attempt in range(3):  # the PBX retransmits; each copy hits the same bug
+            feed(endpoint, request("INVITE", call_id="boom@pbx"), 0.5 * attempt)
+        assert endpoint.datagrams_to_send() == []  # dropped: neither 100 nor 400
+        assert events(endpoint) == []
+        assert endpoint.stats["internal_errors"] == 3
+        assert endpoint.stats["parse_errors"] == 0  # a bug is not the sender's fault
+        (record,) = endpoint_logs(caplog)  # one traceback, the rest only counted
+        assert record.levelno == logging.ERROR
+        assert record.exc_info is not None and record.exc_info[0] is IndexError
+        assert "IndexError" in record.getMessage() and "test_endpoint.py:" in record.getMessage()
+        # The endpoint keeps serving: the next good INVITE rings as usual.
+        feed(endpoint, request("INVITE"), 2.0)
+        assert statuses(endpoint) == [(100, "INVITE"), (180, "INVITE")]
+        assert [type(event) for event in events(endpoint)] == [CallRinging]
+    assert len(endpoint_logs(caplog)) == 1
+
+
+def test_a_bug_in_request_handling_is_caught_the_same_way(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    endpoint = make_endpoint()
+
+    def broken_invite(*args: object) -> None:
+        raise KeyError("injected")
+
+    monkeypatch.setattr(endpoint._invites, "invite", broken_invite)
+    with caplog.at_level(logging.ERROR, logger="telephony.endpoint"):
+        feed(endpoint, request("INVITE"), 0.0)
+        feed(endpoint, request("INVITE", call_id="call2@pbx", branch="z9hG4bKcall2"), 0.1)
+        feed(endpoint, request("OPTIONS", branch="z9hG4bKopt"), 0.2)
+    assert statuses(endpoint) == [(200, "OPTIONS")]
+    assert endpoint.stats["internal_errors"] == 2
+    (record,) = endpoint_logs(caplog)
+    assert record.exc_info is not None and record.exc_info[0] is KeyError
+
+
+def test_different_bugs_are_each_logged_once_and_the_memory_of_them_is_bounded(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    kinds = [type(f"Bug{index}", (Exception,), {}) for index in range(INTERNAL_ERROR_KINDS + 36)]
+
+    def fault(call_id: str) -> BaseException | None:
+        if not call_id.startswith("bug"):
+            return None
+        return kinds[int(call_id.removeprefix("bug").split("@")[0])]("injected")
+
+    inject_parser_bug(monkeypatch, fault)
+    endpoint = make_endpoint()
+    with caplog.at_level(logging.ERROR, logger="telephony.endpoint"):
+        for round_ in range(2):
+            for index in range(len(kinds)):
+                feed(endpoint, request("OPTIONS", call_id=f"bug{index}@pbx"), float(round_))
+    assert endpoint.stats["internal_errors"] == 2 * len(kinds)
+    logged = [record.exc_info[0] for record in endpoint_logs(caplog) if record.exc_info]
+    # The first INTERNAL_ERROR_KINDS kinds, once each; later kinds only counted.
+    assert logged == kinds[:INTERNAL_ERROR_KINDS]
+    assert len(endpoint._internal_kinds) == INTERNAL_ERROR_KINDS

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from popup_ui.explain import ExplainError, explain_invite
+from callpop.explain import ExplainError, explain_invite
+from lookup.numbers import Numbering
 
 INVITES = Path(__file__).parent.parent / "data" / "invites"
-CORPUS = Path(__file__).parent.parent / "data" / "rfc4475"
+TORTURE = Path(__file__).parent.parent / "data" / "torture"
 
 
 def explain(name: str) -> dict[str, object]:
@@ -174,7 +175,8 @@ def test_keys_are_exactly_the_contract() -> None:
 
 
 def test_region_changes_national_reading() -> None:
-    result = explain_invite((INVITES / "twilio_us_from_diversion.sip").read_bytes(), region="US")
+    us = Numbering(region="US")
+    result = explain_invite((INVITES / "twilio_us_from_diversion.sip").read_bytes(), numbering=us)
     assert result["number"] == "+15083084809"
     assert result["national"] == "(508) 308-4809"
 
@@ -189,11 +191,11 @@ def test_hand_edited_invite_with_stale_content_length_is_still_explained() -> No
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
-        ((CORPUS / "bcast.dat").read_bytes(), "a 200 response"),
+        ((TORTURE / "stray_200_response.sip").read_bytes(), "a 200 response"),
         (b"", "not a SIP request"),
         (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "not a SIP request"),
         (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", "not a SIP request"),
-        ((CORPUS / "lwsstart.dat").read_bytes(), "bad request line"),
+        ((TORTURE / "double_space_request_line.sip").read_bytes(), "bad request line"),
     ],
 )
 def test_not_a_request_raises_explain_error(data: bytes, reason: str) -> None:

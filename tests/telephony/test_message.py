@@ -20,6 +20,7 @@ from telephony.uri import (
     AbsoluteUri,
     SipUri,
     TelUri,
+    hostport,
     parse_name_addr,
     parse_uri,
     parse_via,
@@ -474,3 +475,21 @@ def test_quoted_header_param_may_hold_semicolons() -> None:
     assert addr.params == {"+sip.instance": "<urn:uuid:1;x>", "expires": "3600"}
     with pytest.raises(SipParseError, match="unterminated quoted string"):
         parse_name_addr('<sip:a@h>;x="open')
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "expected"),
+    [
+        ("192.0.2.1", 5060, "192.0.2.1:5060"),
+        ("pbx.example.jp", 5070, "pbx.example.jp:5070"),
+        # RFC 3261 §25.1: IPv6reference = "[" IPv6address "]"
+        ("2001:db8::1", 5060, "[2001:db8::1]:5060"),
+        ("[2001:db8::1]", 5062, "[2001:db8::1]:5062"),
+        ("::1", 0, "[::1]:0"),
+    ],
+)
+def test_hostport_brackets_ipv6_once(host: str, port: int, expected: str) -> None:
+    assert hostport(host, port) == expected
+    # What it writes reads back as the same host and port.
+    parsed = parse_uri(f"sip:u@{expected}")
+    assert isinstance(parsed, SipUri) and parsed.port == port

@@ -346,3 +346,98 @@ def test_registrar_host_is_allowed_to_send_invites_and_others_are_not() -> None:
     endpoint.receive_datagram(options, ("198.51.100.66", 5060), 1.0)
     assert endpoint.datagrams_to_send() == []
     assert endpoint.stats["rejected_host"] == 1
+
+
+def named_registrar_endpoint(**overrides: object) -> SipEndpoint:
+    """Register mode with the registrar configured by name, resolved to REGISTRAR."""
+    fields: dict[str, object] = {
+        "mode": "register",
+        "local_host": "192.0.2.1",
+        "local_port": 5070,
+        "registrar_host": "PBX.example.jp",
+        "registrar_port": REGISTRAR[1],
+        "password": PASSWORD,
+    }
+    fields.update(overrides)
+    return SipEndpoint(EndpointConfig(**fields), registrar_addr=REGISTRAR)  # type: ignore[arg-type]
+
+
+def test_aor_domain_defaults_to_the_registrar_host_as_configured() -> None:
+    endpoint = named_registrar_endpoint()
+    endpoint.start(0.0)
+    request = sent_register(endpoint)  # sent to the resolved address
+    # RFC 3261 §10.2: Request-URI sip:domain, To/From the AOR sip:user@domain. The name,
+    # not the resolved address, is what the registrar knows itself by.
+    assert request.uri == "sip:PBX.example.jp"
+    for header in ("To", "From"):
+        uri = parse_name_addr(request.headers.get(header) or "").uri
+        assert uri == parse_name_addr("<sip:callpop@PBX.example.jp>").uri
+
+
+def test_an_ipv6_registrar_is_a_bracketed_domain() -> None:
+    endpoint = named_registrar_endpoint(registrar_host="2001:db8::10")
+    endpoint.start(0.0)
+    request = sent_register(endpoint)
+    assert request.uri == "sip:[2001:db8::10]"  # RFC 3261 §25.1 IPv6reference
+    assert "<sip:callpop@[2001:db8::10]>" in (request.headers.get("To") or "")
+
+
+def test_a_configured_domain_wins_over_the_registrar_host() -> None:
+    endpoint = named_registrar_endpoint(domain="office.example")
+    endpoint.start(0.0)
+    request = sent_register(endpoint)
+    assert request.uri == "sip:office.example"
+    assert "sip:callpop@office.example" in (request.headers.get("To") or "")
+
+
+def test_the_registrar_is_allowed_without_being_listed() -> None:
+    # allowed_hosts is empty: the endpoint adds the registrar (by its resolved address,
+    # which is where its datagrams come from) itself.
+    endpoint = named_registrar_endpoint(allowed_hosts=frozenset({"198.51.100.1"}))
+    endpoint.start(0.0)
+    endpoint.datagrams_to_send()
+    options = (
+        b"OPTIONS sip:callpop@192.0.2.1:5070 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKopt2\r\n"
+        b"From: <sip:pbx@pbx.example>;tag=a\r\nTo: <sip:callpop@pbx.example>\r\n"
+        b"Call-ID: opt2\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+    for source in (REGISTRAR, ("198.51.100.1", 5060), ("::ffff:192.0.2.10", 5060)):
+        endpoint.receive_datagram(options, source, 1.0)
+        assert [data[:12] for data, _ in endpoint.datagrams_to_send()] == [b"SIP/2.0 200 "]
+    endpoint.receive_datagram(options, ("198.51.100.66", 5060), 1.0)
+    assert endpoint.datagrams_to_send() == []
+    assert endpoint.stats["rejected_host"] == 1
+
+
+def test_register_mode_without_a_registrar_is_refused() -> None:
+    with pytest.raises(ValueError, match="registrar_host"):
+        make_endpoint(registrar_host="")
+
+
+def test_huge_expires_is_capped_and_unusable_min_expires_fails_cleanly() -> None:
+    endpoint = make_endpoint()
+    endpoint.start(0.0)
+    # RFC 3261 §20.19: at most 2**32-1 seconds; 5000 digits must not reach int().
+    answer(endpoint, sent_register(endpoint), 200, 1.0, [("Expires", "9" * 5000)])
+    (registered,) = events(endpoint)[-1:]
+    assert registered.detail == f"registered for {2**32 - 1} s"
+    assert endpoint.get_timer() == pytest.approx(1.0 + 0.8 * (2**32 - 1))
+
+    for min_expires in ("\u00b2", "-600", "9" * 5000):
+        other = make_endpoint(expires=30)
+        other.start(0.0)
+        answer(other, sent_register(other), 423, 0.0, [("Min-Expires", min_expires)])
+        assert other.stats["internal_errors"] == 0
+        if min_expires.startswith("9"):
+            assert sent_register(other).headers.get("Expires") == str(2**32 - 1)
+        else:
+            assert other.datagrams_to_send() == []
+            assert other.registration_state is RegistrationState.FAILED
+
+
+def test_zero_padded_min_expires_is_read_as_its_value() -> None:
+    endpoint = make_endpoint(expires=30)
+    endpoint.start(0.0)
+    answer(endpoint, sent_register(endpoint), 423, 0.0, [("Min-Expires", "0" * 5000 + "600")])
+    assert sent_register(endpoint).headers.get("Expires") == "600"
