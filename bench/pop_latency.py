@@ -40,7 +40,8 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Origin
 
-from telephony.dialer import DialError, UacCall, drive
+from telephony.dialer import DialError, UacCall
+from telephony.transport import drive
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -278,7 +279,7 @@ def start_service(url: str, workdir: Path) -> Service:
     log_path = workdir / "server.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "popup_ui.cli", "serve", "--config", str(config)],
+            [sys.executable, "-m", "callpop.cli", "serve", "--config", str(config)],
             cwd=workdir,
             stdout=log,
             stderr=subprocess.STDOUT,

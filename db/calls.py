@@ -28,7 +28,6 @@ _STARTED = insert(_table)
 # SET clause.
 _BY_ID = _calls.id == bindparam("call_id")
 _CUSTOMER = update(_table).where(_BY_ID).values(customer_id=bindparam("customer"))
-_ANSWERED = update(_table).where(_BY_ID).values(state="answered", answered_by=bindparam("by"))
 _ENDED = (
     update(_table)
     .where(_BY_ID)
@@ -70,11 +69,6 @@ def record_call_started(
 def record_call_customer(session: Session, *, id: str, customer_id: int) -> None:
     """Link the call to its customer once a late lookup has found them."""
     session.execute(_CUSTOMER, {"call_id": id, "customer": customer_id})
-
-
-def record_call_answered(session: Session, *, id: str, answered_by: str | None) -> None:
-    """Mark the call answered (by an extension, when known)."""
-    session.execute(_ANSWERED, {"call_id": id, "by": answered_by})
 
 
 def record_call_ended(

@@ -1,6 +1,7 @@
 """Customer records for the staff API: one customer with phones, transactions and notes.
 
-Returns plain JSON-able dicts; knows nothing of HTTP. Soft-deleted rows are left
+Returns a plain dict of native values (dates as ``date``, times aware in Tokyo time) that
+the web's response model validates; knows nothing of HTTP. Soft-deleted rows are left
 out (they stay in the database, restorable).
 """
 
@@ -52,7 +53,7 @@ def customer_detail(session: Session, customer_id: int) -> dict[str, Any] | None
         "tags": list(customer.tags or []),
         "preferences": customer.preferences,
         "memo": customer.memo,
-        "birthday": customer.birthday.isoformat() if customer.birthday else None,
+        "birthday": customer.birthday,
         "assigned_staff": (
             {
                 "id": staff.id,
@@ -76,7 +77,7 @@ def customer_detail(session: Session, customer_id: int) -> dict[str, Any] | None
         "transactions": [
             {
                 "id": t.id,
-                "date": t.date.isoformat(),
+                "date": t.date,
                 "title": t.title,
                 "amount": t.amount_yen,
                 "memo": t.memo,
@@ -86,7 +87,7 @@ def customer_detail(session: Session, customer_id: int) -> dict[str, Any] | None
         "notes": [
             {
                 "id": note.id,
-                "at": note.created_at.astimezone(TOKYO).isoformat(),
+                "at": note.created_at.astimezone(TOKYO),
                 "staff_name": staff_name,
                 "body": note.body,
                 "call_id": note.call_id,

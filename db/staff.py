@@ -69,11 +69,6 @@ def authenticate(session: Session, login: str, password: str) -> Staff | None:
     return staff
 
 
-def set_password(session: Session, staff: Staff, password: str) -> None:
-    staff.password_hash = hash_password(password)
-    session.flush()
-
-
 def get_staff(session: Session, id: int) -> Staff | None:
     return session.get(Staff, id)
 

@@ -1,15 +1,17 @@
 """The caller card: everything a pop shows about who is calling.
 
-Plain frozen dataclasses; :meth:`CallerCard.to_json` is the form sent to browsers
-(the ``card`` of a ``call.ringing`` WebSocket message, see docs/protocol.md).
+Frozen pydantic models: the same objects the lookup builds are the ``card`` of a
+``call.ringing`` WebSocket message and the body of ``GET /api/lookup``, so the wire
+form is their JSON (docs/protocol.md is checked against them) and nothing in
+between turns them into dicts and back.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class CardStatus(StrEnum):
@@ -29,71 +31,63 @@ class DegradedReason(StrEnum):
     ERROR = "error"  # anything else went wrong while building the card
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StaffRef:
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StaffRef(_Frozen):
+    """A staff member as a card names them: the 担当者 and their extension."""
+
     id: int
     name: str
     furigana: str | None
     extension: str | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TransactionLine:
+class TransactionLine(_Frozen):
     date: date
     title: str
-    amount: int | None  # yen
+    amount: int | None = Field(description="yen")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NoteLine:
+class NoteLine(_Frozen):
     at: datetime
     staff_name: str | None
     body: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CustomerCard:
+class CustomerCard(_Frozen):
     id: int
     name: str
     furigana: str | None
     company: str | None
     rank: str | None
-    tags: list[str] = field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
     preferences: str | None = None
     memo: str | None = None
-    phone_label: str | None = None  # label of the matched number, e.g. 自宅, 代表
-    phone_owner: str | None = None  # family member who owns the matched number
+    phone_label: str | None = Field(
+        default=None, description="label of the matched number: 自宅, 代表"
+    )
+    phone_owner: str | None = Field(default=None, description="family member who owns the number")
     assigned_staff: StaffRef | None = None
-    transactions: list[TransactionLine] = field(default_factory=list)  # newest first, <= 5
-    notes: list[NoteLine] = field(default_factory=list)  # newest first, <= 5
+    transactions: list[TransactionLine] = Field(default_factory=list, description="newest first")
+    notes: list[NoteLine] = Field(default_factory=list, description="newest first")
     last_contact_at: datetime | None = None
     days_since_contact: int | None = None
     birthday_today: bool = False
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CallerCard:
+class CallerCard(_Frozen):
     status: CardStatus
-    number: str | None  # E.164, e.g. "+81312345678", when the number could be normalised
-    national: str | None  # national format, e.g. "03-1234-5678"
-    raw_number: str | None  # as received from SIP
-    customers: list[CustomerCard] = field(default_factory=list)
-    previous_calls: int = 0  # earlier calls from this number (before this one)
+    number: str | None = Field(description="E.164, e.g. +81312345678, when it could be normalised")
+    national: str | None = Field(description="as people read it, e.g. 03-1234-5678")
+    raw_number: str | None = Field(description="as received from SIP")
+    customers: list[CustomerCard] = Field(default_factory=list)
+    previous_calls: int = Field(default=0, description="earlier calls from this number")
     last_call_at: datetime | None = None
-    degraded_reason: DegradedReason | None = None  # set exactly when status is DEGRADED
-    message: str | None = None  # technical detail, e.g. "lookup timed out after 300 ms"
-
-    def to_json(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))  # type: ignore[no-any-return]
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, StrEnum):
-        return str(value)
-    return value
+    degraded_reason: DegradedReason | None = Field(
+        default=None, description="set exactly when status is degraded"
+    )
+    message: str | None = Field(
+        default=None, description="technical detail, e.g. 'lookup timed out after 300 ms'"
+    )

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Literal
 
 import phonenumbers
@@ -67,6 +68,63 @@ class RewriteRule:
 def compile_rules(rules: Iterable[tuple[str, str]]) -> tuple[RewriteRule, ...]:
     """Compile ``(pattern, replace)`` strings from the config; raises ``re.error`` on a bad one."""
     return tuple(RewriteRule(pattern=re.compile(p), replace=r) for p, r in rules)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Numbering:
+    """The office's numbering plan: the one normaliser every entry point uses.
+
+    Built once from the config (``[numbering]``) and handed to the call path, the
+    caller lookup, ``callpop lookup`` and ``callpop explain-invite``, so the same raw
+    number gives the same E.164 wherever it enters. ``lines`` names the office's own
+    numbers (E.164 -> "代表", "FAX", "採用窓口"), for the dialled line of a call.
+    """
+
+    region: str = "JP"
+    rules: tuple[RewriteRule, ...] = ()
+    extension_max_digits: int = 4
+    lines: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    @classmethod
+    def from_config(
+        cls,
+        *,
+        region: str = "JP",
+        rewrite: Iterable[tuple[str, str]] = (),
+        extension_max_digits: int = 4,
+        lines: Mapping[str, str] | None = None,
+    ) -> Numbering:
+        """Compile the rules and normalise the line numbers; ``ValueError`` names a bad one."""
+        try:
+            rules = compile_rules(rewrite)
+        except re.error as exc:
+            raise ValueError(f"rewrite pattern {exc.pattern!r}: {exc}") from exc
+        plan = cls(region=region, rules=rules, extension_max_digits=extension_max_digits)
+        named: dict[str, str] = {}
+        for raw, name in (lines or {}).items():
+            e164 = plan.normalise(raw).e164
+            if e164 is None:
+                raise ValueError(f"lines: {raw!r} is not a phone number of region {region}")
+            named[e164] = name
+        return cls(
+            region=region,
+            rules=rules,
+            extension_max_digits=extension_max_digits,
+            lines=MappingProxyType(named),
+        )
+
+    def normalise(self, raw: str | None) -> Number:
+        """``raw`` normalised with this plan; never raises for any string."""
+        return normalise(
+            raw,
+            region=self.region,
+            rules=self.rules,
+            extension_max_digits=self.extension_max_digits,
+        )
+
+    def line_name(self, e164: str | None) -> str | None:
+        """The name the office gave its line ``e164`` (代表…), or None."""
+        return None if e164 is None else self.lines.get(e164)
 
 
 # Visual separators people and PBXs put into numbers (after NFKC, so the

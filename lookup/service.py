@@ -22,7 +22,7 @@ connection; tests/lookup checks SQLite's plan for each of them.
 when the database is slow, locked or down the pop still goes out, with the
 number alone and a message saying why (DESIGN: "A lookup has a deadline"). A read
 that was only slow still finishes in its thread, and its card is handed to the
-caller's ``on_late`` callback, so the pop can be completed while the phone rings.
+caller as a future it awaits, so the pop can be completed while the phone rings.
 
 Knows phone numbers and records; knows nothing of SIP or browsers.
 """
@@ -34,7 +34,7 @@ import calendar
 import datetime as dt
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -52,7 +52,7 @@ from lookup.card import (
     StaffRef,
     TransactionLine,
 )
-from lookup.numbers import Number, RewriteRule, normalise
+from lookup.numbers import Number, Numbering
 
 log = logging.getLogger(__name__)
 
@@ -62,90 +62,98 @@ _AnySelect = Select[*tuple[Any, ...]]
 TOKYO = ZoneInfo("Asia/Tokyo")
 
 
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """What :meth:`CallerLookup.card_for` found in time, and what may follow.
+
+    ``late`` is set when the read missed its deadline and goes on: it resolves to the
+    card the read found (or raises its error). The caller awaits it to complete the
+    pop; nothing calls back into the caller from the worker thread.
+    """
+
+    card: CallerCard
+    late: asyncio.Future[CallerCard] | None = None
+
+
 class CallerLookup:
-    """Builds caller cards from the database for the numbering settings given."""
+    """Builds caller cards from the database, on the office's numbering plan."""
 
     def __init__(
         self,
         session_factory: sessionmaker[Session],
         *,
-        region: str = "JP",
-        rules: Sequence[RewriteRule] = (),
-        extension_max_digits: int = 4,
+        numbering: Numbering = Numbering(),  # noqa: B008 (frozen: one shared default is fine)
         timeout: float = 0.3,
         history: int = 5,
     ) -> None:
         self._session_factory = session_factory
-        self._region = region
-        self._rules = tuple(rules)
-        self._extension_max_digits = extension_max_digits
+        self.numbering = numbering
         self._timeout = timeout
         self._history = history
-
-    def normalise(self, raw: str | None) -> Number:
-        """``raw`` normalised with this lookup's numbering settings."""
-        return normalise(
-            raw,
-            region=self._region,
-            rules=self._rules,
-            extension_max_digits=self._extension_max_digits,
-        )
+        self.timeouts = 0  # lookups that missed their deadline
+        self.failures = 0  # lookups the database (or a bug) failed
 
     # --- async, with the deadline -----------------------------------------------------
 
     async def card_for(
         self,
-        raw: str | None,
+        number: Number,
         *,
         withheld: str | None = None,
         now: dt.datetime,
-        on_late: Callable[[CallerCard], None] | None = None,
-    ) -> CallerCard:
+        keep_late: bool = True,
+    ) -> Lookup:
         """The card for a ringing call; never raises, never takes much longer than ``timeout``.
 
+        ``number`` comes from :meth:`Numbering.normalise` (the caller normalises once).
         A lookup that misses its deadline is not abandoned: the database read goes on
         in its worker thread (bounded by the database's own timeouts, see
-        :meth:`_bound_statements` and ``busy_timeout``), and when it does produce a card,
-        ``on_late`` is called with it on the event loop. That is how a pop that went out
-        with the number alone gets its customer a moment later (``call.updated``).
+        :meth:`_bound_statements` and ``busy_timeout``), and the returned ``late``
+        future resolves to its card. With ``keep_late=False`` (a person's ad-hoc
+        lookup) the late read is left to finish unobserved.
         """
-        try:
-            number = self.normalise(raw)
-        except Exception:  # a pop with the raw number beats no pop at all
-            log.exception("could not normalise %r", raw)
-            number = Number(e164=None, national=None, raw=raw, kind="invalid")
         offline = _card_without_database(number, withheld)
         if offline is not None:
-            return offline
+            return Lookup(offline)
         loop = asyncio.get_running_loop()
         work = loop.run_in_executor(None, self._card_for_e164, number, now)
         try:
             # asyncio.wait, not wait_for: on the deadline the read must go on.
             await asyncio.wait({work}, timeout=self._timeout)
         except asyncio.CancelledError:
-            work.add_done_callback(functools.partial(_deliver_late, None))
+            work.add_done_callback(_observe)
             raise
         if not work.done():
-            work.add_done_callback(functools.partial(_deliver_late, on_late))
+            self.timeouts += 1
+            log.warning("caller lookup timed out after %d ms", round(self._timeout * 1000))
+            if keep_late:
+                late: asyncio.Future[CallerCard] | None = work
+            else:
+                work.add_done_callback(_observe)
+                late = None
             why = DegradedReason.TIMEOUT
             detail = f"lookup timed out after {round(self._timeout * 1000)} ms"
         else:
+            late = None
             try:
-                return work.result()
+                return Lookup(work.result())
             except SQLAlchemyError as exc:
-                log.warning("caller lookup failed: %s", exc)
+                self.failures += 1
+                log.warning("caller lookup failed: database: %s", _short_reason(exc))
                 why, detail = DegradedReason.DATABASE, f"database unavailable: {_short_reason(exc)}"
             except Exception as exc:
+                self.failures += 1
                 log.exception("caller lookup failed")
                 why, detail = DegradedReason.ERROR, f"lookup failed: {_short_reason(exc)}"
-        return CallerCard(
+        card = CallerCard(
             status=CardStatus.DEGRADED,
             number=number.e164,
             national=number.national,
-            raw_number=raw,
+            raw_number=number.raw,
             degraded_reason=why,
             message=detail,
         )
+        return Lookup(card, late)
 
     # --- sync, may raise database errors --------------------------------------------
 
@@ -153,7 +161,7 @@ class CallerLookup:
         self, raw: str | None, *, withheld: str | None = None, now: dt.datetime
     ) -> CallerCard:
         """The card for ``raw`` at ``now`` (aware); blocking, database errors propagate."""
-        number = self.normalise(raw)
+        number = self.numbering.normalise(raw)
         offline = _card_without_database(number, withheld)
         if offline is not None:
             return offline
@@ -387,22 +395,10 @@ def _notes_of(
     return found
 
 
-def _deliver_late(
-    on_late: Callable[[CallerCard], None] | None, work: asyncio.Future[CallerCard]
-) -> None:
-    """Done-callback of a lookup that missed its deadline: hand over its card, if any."""
-    if work.cancelled():
-        return
-    error = work.exception()  # retrieved in every case, so asyncio never reports it
-    if error is not None:
+def _observe(work: asyncio.Future[CallerCard]) -> None:
+    """Done-callback of a late read nobody waits for: retrieve its outcome, log a failure."""
+    if not work.cancelled() and (error := work.exception()) is not None:
         log.info("late caller lookup failed too: %s", _short_reason(error))
-        return
-    if on_late is None:
-        return
-    try:
-        on_late(work.result())
-    except Exception:
-        log.exception("on_late failed")
 
 
 # --- card building -------------------------------------------------------------------

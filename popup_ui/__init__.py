@@ -1,6 +1,6 @@
-"""The web side and composition root of callpop.
+"""The web side of callpop: the FastAPI app, its routes, sessions and static files.
 
-``popup_ui.app.create_app(settings)`` reads the settings, builds the SIP
-transport, the lookup and the hub, and wires telephony events through lookup to
-the staff browsers. It knows people and screens, and nothing of SIP wire formats.
+``popup_ui.app.create_app(config, start)`` serves the board (the hub), the login,
+the REST API and the browser UI over parts built elsewhere (the ``callpop``
+package). It knows people and screens, and nothing of SIP.
 """

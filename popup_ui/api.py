@@ -1,21 +1,26 @@
 """The staff REST API under ``/api/`` (besides the session routes in ``auth``).
 
-Each route translates HTTP into a call on a part the app factory built (the call
-service, the caller lookup, a ``db`` query) and back; every one needs a session.
-Knows nothing of SIP.
+Each route translates HTTP into a call on a part the composition built (the hub's
+board, the caller lookup, a ``db`` query) and back, with a typed response; every
+one needs a session. Knows nothing of SIP.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from starlette.concurrency import run_in_threadpool
 
 from db.customers import customer_detail
-from popup_ui.auth import CurrentStaff, StaffInfo, get_services
-from popup_ui.calls import TOKYO
+from lookup.card import CallerCard
+from popup_ui.auth import CurrentStaff
+from popup_ui.context import get_web
+from popup_ui.messages import BoardSnapshot
+from popup_ui.schemas import CustomerOut, StaffOut, UiOut
+
+TOKYO = ZoneInfo("Asia/Tokyo")
 
 router = APIRouter(
     prefix="/api",
@@ -26,44 +31,46 @@ router = APIRouter(
 
 
 @router.get("/me")
-async def me(staff: StaffInfo = CurrentStaff) -> dict[str, Any]:
+async def me(staff: StaffOut = CurrentStaff) -> StaffOut:
     """The logged-in staff member."""
-    return staff.to_json()
+    return staff
 
 
 @router.get("/ui")
-async def ui_settings(request: Request) -> dict[str, Any]:
+async def ui_settings(request: Request) -> UiOut:
     """The ``[ui]`` settings the browser applies: company name and default language."""
-    ui = get_services(request).settings.ui
-    return {"company_name": ui.company_name, "language": ui.language}
+    config = get_web(request).config
+    return UiOut(company_name=config.company_name, language=config.language)
 
 
 @router.get("/calls/active")
-async def active_calls(request: Request) -> dict[str, Any]:
-    """Calls still ringing, as their ``call.ringing`` WebSocket messages (with card)."""
-    return {"calls": get_services(request).calls.active_messages()}
+async def active_calls(request: Request) -> BoardSnapshot:
+    """The board now: every active call with its card, as the WebSocket's first message."""
+    return await get_web(request).services.hub.snapshot()
 
 
 @router.get("/lookup")
 async def lookup_number(
     request: Request,
     number: str = Query(min_length=1, max_length=64, description="a phone number as typed"),
-) -> dict[str, Any]:
+) -> CallerCard:
     """The caller card for a number, as a pop would show it."""
-    card = await get_services(request).lookup.card_for(
-        number, withheld=None, now=datetime.now(TOKYO)
+    lookup = get_web(request).services.lookup
+    found = await lookup.card_for(
+        lookup.numbering.normalise(number), now=datetime.now(TOKYO), keep_late=False
     )
-    return card.to_json()
+    return found.card
 
 
 @router.get("/customers/{customer_id}", responses={404: {"description": "no such customer"}})
-async def customer(request: Request, customer_id: int) -> dict[str, Any]:
+async def customer(request: Request, customer_id: int) -> CustomerOut:
     """One customer with phones, transactions and notes."""
-    factory = get_services(request).session_factory
+    factory = get_web(request).services.session_factory
 
-    def load() -> dict[str, Any] | None:
+    def load() -> CustomerOut | None:
         with factory() as session:
-            return customer_detail(session, customer_id)
+            found = customer_detail(session, customer_id)
+        return None if found is None else CustomerOut.model_validate(found)
 
     detail = await run_in_threadpool(load)
     if detail is None:

@@ -16,8 +16,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -27,9 +26,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
 from db.staff import authenticate, get_staff
-
-if TYPE_CHECKING:
-    from popup_ui.app import Services
+from popup_ui.context import get_web
+from popup_ui.schemas import SessionOut, StaffOut
 
 COOKIE_NAME = "callpop_session"
 _SALT = "callpop.session.v1"
@@ -37,42 +35,8 @@ _SALT = "callpop.session.v1"
 _LOGIN_FAILED = "ログインIDまたはパスワードが違います"
 
 
-def get_services(conn: HTTPConnection) -> Services:
-    """The parts the app factory built, kept on ``app.state`` (no module globals)."""
-    return cast("Services", conn.app.state.services)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StaffInfo:
-    """The logged-in staff member, detached from any database session."""
-
-    id: int
-    login: str
-    name: str
-    furigana: str | None
-    extension: str | None
-    role: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "login": self.login,
-            "name": self.name,
-            "furigana": self.furigana,
-            "extension": self.extension,
-            "role": self.role,
-        }
-
-
-def _info(staff: Any) -> StaffInfo:
-    return StaffInfo(
-        id=staff.id,
-        login=staff.login,
-        name=staff.name,
-        furigana=staff.furigana,
-        extension=staff.extension,
-        role=staff.role,
-    )
+def _info(staff: Any) -> StaffOut:
+    return StaffOut.model_validate(staff, from_attributes=True)
 
 
 class SessionCodec:
@@ -140,7 +104,7 @@ class LoginLimiter:
         self._failures.pop((login.casefold(), address), None)
 
 
-def load_staff(session_factory: sessionmaker[Session], staff_id: int) -> StaffInfo | None:
+def load_staff(session_factory: sessionmaker[Session], staff_id: int) -> StaffOut | None:
     """The active staff member with this id, or None (blocking: call from a thread)."""
     with session_factory() as session:
         staff = get_staff(session, staff_id)
@@ -151,7 +115,7 @@ def load_staff(session_factory: sessionmaker[Session], staff_id: int) -> StaffIn
 
 def _check_login(
     session_factory: sessionmaker[Session], login: str, password: str
-) -> StaffInfo | None:
+) -> StaffOut | None:
     with session_factory() as session:
         staff = authenticate(session, login, password)
         if staff is None or not staff.active:
@@ -161,16 +125,16 @@ def _check_login(
         return info
 
 
-async def staff_for_connection(conn: HTTPConnection) -> StaffInfo | None:
+async def staff_for_connection(conn: HTTPConnection) -> StaffOut | None:
     """Who holds this request's or WebSocket's session cookie, or None."""
-    services = get_services(conn)
-    staff_id = services.sessions.staff_id(conn.cookies.get(COOKIE_NAME))
+    web = get_web(conn)
+    staff_id = web.sessions.staff_id(conn.cookies.get(COOKIE_NAME))
     if staff_id is None:
         return None
-    return await run_in_threadpool(load_staff, services.session_factory, staff_id)
+    return await run_in_threadpool(load_staff, web.services.session_factory, staff_id)
 
 
-async def current_staff(request: Request) -> StaffInfo:
+async def current_staff(request: Request) -> StaffOut:
     """Dependency for staff-only routes: 401 without a valid session."""
     staff = await staff_for_connection(request)
     if staff is None:
@@ -191,19 +155,6 @@ class LoginRequest(BaseModel):
     password: str = Field(min_length=1, max_length=1000)
 
 
-class StaffOut(BaseModel):
-    id: int
-    login: str
-    name: str
-    furigana: str | None
-    extension: str | None
-    role: str
-
-
-class SessionOut(BaseModel):
-    staff: StaffOut
-
-
 router = APIRouter(prefix="/api", tags=["session"])
 
 
@@ -212,10 +163,10 @@ router = APIRouter(prefix="/api", tags=["session"])
     response_model=SessionOut,
     responses={401: {"description": "wrong login or password"}, 429: {"description": "too many"}},
 )
-async def login(body: LoginRequest, request: Request, response: Response) -> dict[str, Any]:
-    services = get_services(request)
+async def login(body: LoginRequest, request: Request, response: Response) -> SessionOut:
+    web = get_web(request)
     address = _client_address(request)
-    limiter = services.login_limiter
+    limiter = web.login_limiter
     wait = limiter.retry_after(body.login, address)
     if wait:
         raise HTTPException(
@@ -224,31 +175,31 @@ async def login(body: LoginRequest, request: Request, response: Response) -> dic
             headers={"Retry-After": str(wait)},
         )
     staff = await run_in_threadpool(
-        _check_login, services.session_factory, body.login, body.password
+        _check_login, web.services.session_factory, body.login, body.password
     )
     if staff is None:
         limiter.record_failure(body.login, address)
         raise HTTPException(status_code=status.HTTP_401_UNAUTHORIZED, detail=_LOGIN_FAILED)
     limiter.reset(body.login, address)
-    settings = services.settings.http
+    config = web.config
     response.set_cookie(
         COOKIE_NAME,
-        services.sessions.issue(staff.id),
-        max_age=settings.session_max_age,
+        web.sessions.issue(staff.id),
+        max_age=config.session_max_age,
         path="/",
         httponly=True,
         samesite="lax",
-        secure=settings.cookie_secure,
+        secure=config.cookie_secure,
     )
-    return {"staff": staff.to_json()}
+    return SessionOut(staff=staff)
 
 
 @router.delete("/session", status_code=status.HTTP_204_NO_CONTENT)
 async def logout(request: Request) -> Response:
-    settings = get_services(request).settings.http
+    config = get_web(request).config
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
     response.delete_cookie(
-        COOKIE_NAME, path="/", httponly=True, samesite="lax", secure=settings.cookie_secure
+        COOKIE_NAME, path="/", httponly=True, samesite="lax", secure=config.cookie_secure
     )
     return response
 

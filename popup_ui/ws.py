@@ -1,8 +1,9 @@
 """``/ws``: the WebSocket that pushes pop messages to a logged-in browser.
 
-Owns the same-origin and session checks (both before the handshake is accepted),
-the replay of active calls on connect, and the per-connection pump from the hub.
-It knows messages only as the hub's encoded text; nothing of SIP or the database.
+Owns the same-origin and session checks (both before the handshake is accepted) and
+the per-connection pump from the hub: the board's snapshot first, then every live
+message. It knows messages only as the hub's encoded text; nothing of SIP or the
+database.
 """
 
 from __future__ import annotations
@@ -10,14 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterable
 
 from fastapi import APIRouter, WebSocket
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocketDisconnect
 
-from popup_ui.auth import COOKIE_NAME, get_services, staff_for_connection
-from popup_ui.hub import CLOSE_TOO_SLOW, Subscription, SubscriptionDropped, encode_message
+from popup_ui.auth import COOKIE_NAME, staff_for_connection
+from popup_ui.context import get_web
+from popup_ui.hub import CLOSE_TOO_SLOW, Subscription, SubscriptionDropped
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +52,7 @@ def _canonical_origin(origin: str) -> str:
     return origin
 
 
-def origin_allowed(conn: HTTPConnection, allowed_origins: list[str]) -> bool:
+def origin_allowed(conn: HTTPConnection, allowed_origins: Iterable[str]) -> bool:
     """Same-origin rule for a browser request: Origin is this Host, or configured.
 
     A missing Origin is refused too: every browser sends one on a WebSocket handshake,
@@ -67,8 +70,8 @@ def origin_allowed(conn: HTTPConnection, allowed_origins: list[str]) -> bool:
 
 @router.websocket("/ws")
 async def pops(websocket: WebSocket) -> None:
-    services = get_services(websocket)
-    if not origin_allowed(websocket, services.settings.http.allowed_origins):
+    web = get_web(websocket)
+    if not origin_allowed(websocket, web.config.allowed_origins):
         await websocket.close(code=CLOSE_FOREIGN_ORIGIN)
         return
     try:
@@ -79,24 +82,21 @@ async def pops(websocket: WebSocket) -> None:
         # of login until the database can say whether the account is still active.
         log.warning("session check without the database: %s", str(exc).splitlines()[0])
         cookie = websocket.cookies.get(COOKIE_NAME)
-        logged_in = services.sessions.staff_id(cookie) is not None
+        logged_in = web.sessions.staff_id(cookie) is not None
     if not logged_in:
         await websocket.close(code=CLOSE_UNAUTHENTICATED)
         return
 
-    # Subscribe and read the active calls in one step (no await between): every call
-    # arrives exactly once, either in the replay or live.
-    subscription = services.hub.subscribe()
-    replay = [encode_message(m) for m in services.calls.active_messages()]
+    # The subscription's first message is the board's snapshot, the rest is live: every
+    # call arrives exactly once, and seq tells the browser of any gap.
+    subscription = await web.services.hub.subscribe()
     try:
         await websocket.accept()
-        for text in replay:
-            await websocket.send_text(text)
         await _serve(websocket, subscription)
     except WebSocketDisconnect:
         pass  # the browser went away: the normal end of a connection
     finally:
-        services.hub.unsubscribe(subscription)
+        web.services.hub.unsubscribe(subscription)
 
 
 async def _serve(websocket: WebSocket, subscription: Subscription) -> None:

@@ -36,7 +36,7 @@ def free_udp_port(host: str = "127.0.0.1") -> int:
 def callpop_command() -> list[str]:
     """The installed ``callpop`` script, else the same entry point through Python."""
     script = shutil.which("callpop")
-    return [script] if script else [sys.executable, "-m", "popup_ui.cli"]
+    return [script] if script else [sys.executable, "-m", "callpop.cli"]
 
 
 def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:

@@ -7,27 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-
-async def wait_for(
-    check: Callable[[], Awaitable[Any]], *, timeout: float, what: str, interval: float = 0.1
-) -> Any:
-    """Await ``check()`` until it returns something truthy; fail naming ``what``."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(interval)
+from tests.waiting import wait_for
 
 
 async def health(http: httpx.AsyncClient) -> dict[str, Any]:
@@ -61,4 +48,6 @@ async def staff_browser(
                 return bool((await health(http))["hub"]["subscribers"] > subscribers)
 
             await wait_for(subscribed, timeout=5, what="the browser's subscription")
+            first = await next_message(ws)
+            assert first["type"] == "board.snapshot", first
             yield http, ws

@@ -12,6 +12,7 @@ itself and pop the next call. Every process is ended by its PID.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import subprocess
@@ -45,13 +46,14 @@ pytestmark = [pytest.mark.kamailio, pytest.mark.sipp, pytest.mark.asyncio]
 START_DEADLINE = 45.0
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class Running:
     url: str
     login: str
     password: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    ready: str | None = "not started"  # None once it serves, else why not
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-6000:]
@@ -62,6 +64,16 @@ def service(
     kamailio: Kamailio, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Running]:
     """``callpop serve --config callpop.toml``, registering at ``kamailio``."""
+    with serving(kamailio, tmp_path, request, password=KAMAILIO_PASSWORD) as running:
+        assert running.ready is None, f"{running.ready}\n--- callpop log ---\n{running.log()}"
+        yield running
+
+
+@contextlib.contextmanager
+def serving(
+    kamailio: Kamailio, tmp_path: Path, request: pytest.FixtureRequest, *, password: str
+) -> Iterator[Running]:
+    """Start ``callpop serve`` with a config registering at ``kamailio``; stop it by PID."""
     url = f"sqlite:///{tmp_path / 'callpop.db'}"
     demo = seed(url)
     http_port = free_tcp_port()
@@ -75,7 +87,7 @@ bind_port = {free_udp_port()}
 registrar_host = "{kamailio.host}"
 registrar_port = {kamailio.port}
 user = "{KAMAILIO_USER}"
-password = "{KAMAILIO_PASSWORD}"
+password = "{password}"
 expires = 10
 ring_timeout = 30.0
 
@@ -98,16 +110,16 @@ session_secret = "{secrets.token_urlsafe(24)}"
             cwd=tmp_path,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
+    url = f"http://127.0.0.1:{http_port}/"
     running = Running(
-        url=f"http://127.0.0.1:{http_port}/",
+        url=url,
         login=demo.login,
         password=demo.password,
         process=process,
         log_path=log_path,
     )
     try:
-        problem = wait_until_serving(process, running.url, START_DEADLINE)
-        assert problem is None, f"{problem}\n--- callpop log ---\n{running.log()}"
+        running.ready = wait_until_serving(process, url, START_DEADLINE)
         yield running
     finally:
         stop_process(process)
@@ -174,7 +186,7 @@ async def test_a_call_to_the_ring_group_pops_the_customer_and_survives_a_pbx_res
         assert body["sip"]["stats"]["rejected_host"] == 0
         assert body["sip"]["stats"]["parse_errors"] == 0
         calls = await http.get("/api/calls/active")
-        assert calls.status_code == 200 and calls.json() == {"calls": []}
+        assert calls.status_code == 200 and calls.json()["calls"] == []
     # Ctrl+C ends the service cleanly: the lifespan finishes (un-REGISTER included),
     # and the exit status is the shell's for an interrupt, 128 + SIGINT.
     stop_process(service.process)
@@ -186,3 +198,29 @@ async def _registered(http: httpx.AsyncClient, *, after: int = -1) -> bool:
     sip = (await health(http))["sip"]
     confirmed = sip["stats"]["bindings_confirmed"]
     return bool(sip["registration"] == "registered" and confirmed > after)
+
+
+async def test_a_wrong_sip_password_is_said_in_the_log(
+    kamailio: Kamailio, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    with serving(kamailio, tmp_path, request, password="not-the-password") as running:
+        assert running.ready is None, running.log()
+        async with httpx.AsyncClient(base_url=running.url, timeout=10) as http:
+
+            async def failed() -> bool:
+                return bool((await health(http))["sip"]["registration"] == "failed")
+
+            await wait_for(failed, timeout=20, what="the registration to fail")
+            sip = (await health(http))["sip"]
+        assert "credentials rejected" in sip["registration_detail"]
+
+        async def said() -> str | None:
+            log = running.log()
+            return log if "credentials rejected" in log else None
+
+        log = await wait_for(said, timeout=10, what="the reason in the log")
+    # One line an operator can act on: the state, the PBX's answer and what it means.
+    [line] = [line for line in log.splitlines() if "credentials rejected" in line][:1]
+    assert "WARNING callpop.sip: registration failed: 401" in line
+    # The start-up summary says what runs where.
+    assert "SIP register mode on 127.0.0.1:" in log and "HTTP http://127.0.0.1:" in log

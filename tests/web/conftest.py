@@ -1,6 +1,6 @@
 """A real callpop server in the test's event loop, a real SIP phone, real WebSocket clients.
 
-``live`` starts ``create_app`` under uvicorn on a free port (the same WebSocket
+``live`` starts ``callpop.service.build_app`` under uvicorn on a free port (the same WebSocket
 implementation the CLI uses) over a fresh SQLite database seeded with the demo data,
 SIP in trunk mode on a free UDP port that only 127.0.0.1 may call. ``Phone`` sends
 literal SIP requests from a UDP socket and collects the responses.
@@ -14,7 +14,7 @@ import json
 import shutil
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -28,31 +28,19 @@ import uvicorn
 from fastapi import FastAPI
 from websockets.asyncio.client import ClientConnection, connect
 
+from callpop.cli import server_config
+from callpop.service import Runtime, build_app
+from callpop.settings import Settings
 from db.demo import DemoInfo, seed_demo
 from db.engine import make_engine, make_session_factory, migrate
-from popup_ui.app import Services, create_app
-from popup_ui.cli import server_config
-from popup_ui.settings import Settings
+from lookup.card import CallerCard, CardStatus
+from popup_ui.context import WebState
+from popup_ui.messages import Call, Caller, CallRingingMessage
 from tests.processes import free_udp_port
+from tests.waiting import wait_for
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 T = TypeVar("T")
-
-
-async def wait_for(
-    condition: Callable[[], T | Awaitable[T]], *, timeout: float = 5.0, what: str = "condition"
-) -> T:
-    """Poll ``condition`` until it is truthy; fail with ``what`` after ``timeout`` s."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = condition()
-        if asyncio.iscoroutine(value) or isinstance(value, Awaitable):
-            value = await value
-        if value:
-            return value  # type: ignore[return-value]
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def make_settings(db_path: Path, **sections: dict[str, Any]) -> Settings:
@@ -64,6 +52,7 @@ def make_settings(db_path: Path, **sections: dict[str, Any]) -> Settings:
             "allowed_hosts": ["127.0.0.1"],
             "ring_timeout": 30.0,
         },
+        "numbering": {"lines": {"03-3555-0100": "代表"}},
         "database": {"url": f"sqlite:///{db_path}", "lookup_timeout_ms": 2000},
         "http": {"host": "127.0.0.1", "port": 0, "session_secret": "test-secret"},
     }
@@ -128,9 +117,14 @@ class Live:
         return f"ws://127.0.0.1:{self.port}/ws"
 
     @property
-    def services(self) -> Services:
-        services: Services = self.app.state.services
-        return services
+    def services(self) -> Runtime:
+        runtime: Runtime = self.app.state.runtime
+        return runtime
+
+    @property
+    def web(self) -> WebState:
+        web: WebState = self.app.state.web
+        return web
 
     @property
     def sip_address(self) -> tuple[str, int]:
@@ -189,9 +183,9 @@ async def start_live(
 async def serve(
     settings: Settings, demo: DemoInfo, db_path: Path, *, with_sip: bool = True
 ) -> tuple[Live, asyncio.Task[None]]:
-    """Run ``create_app(settings)`` under uvicorn on a free port until ``stop_live``."""
-    app = create_app(settings, sip=with_sip)
-    config = server_config(app, host="127.0.0.1", port=0, log_level="warning")
+    """Run ``build_app(settings)`` under uvicorn on a free port until ``stop_live``."""
+    app = build_app(settings, sip=with_sip)
+    config = server_config(app, host="127.0.0.1", port=0)
     server = uvicorn.Server(config)
     # The test runner owns the signals; uvicorn must not take SIGINT from pytest.
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
@@ -366,6 +360,38 @@ async def next_message(ws: ClientConnection, timeout: float = 5.0) -> dict[str, 
     raw = await asyncio.wait_for(ws.recv(), timeout)
     message: dict[str, Any] = json.loads(raw)
     return message
+
+
+async def snapshot(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
+    """The board snapshot that opens every connection."""
+    message = await next_message(ws, timeout)
+    assert message["type"] == "board.snapshot", message
+    return message
+
+
+def ringing(call_id: str, *, display_name: str | None = None) -> CallRingingMessage:
+    """A ``call.ringing`` message for an unknown caller, to publish straight to the hub."""
+    return CallRingingMessage(
+        call=Call(
+            id=call_id,
+            sip_call_id=f"{call_id}@pbx",
+            started_at=datetime.now(TOKYO),
+            caller=Caller(
+                number="+819099990000",
+                national="090-9999-0000",
+                raw="09099990000",
+                display_name=display_name,
+                withheld=None,
+                source="from",
+            ),
+        ),
+        card=CallerCard(
+            status=CardStatus.UNKNOWN,
+            number="+819099990000",
+            national="090-9999-0000",
+            raw_number="09099990000",
+        ),
+    )
 
 
 def drop_table(db_path: Path, table: str) -> None:

@@ -67,7 +67,7 @@ async def test_wrong_password_and_unknown_login_get_the_same_401(live_web: Live)
 async def test_repeated_failures_are_rate_limited_per_login_and_address(live_web: Live) -> None:
     client = live_web.client()
     login = live_web.demo.login
-    limit = live_web.services.login_limiter.limit
+    limit = live_web.web.login_limiter.limit
     for _ in range(limit):
         response = await client.post("/api/session", json={"login": login, "password": "x"})
         assert response.status_code == 401

@@ -18,6 +18,7 @@ from websockets.exceptions import InvalidStatus
 from db.engine import make_engine
 from telephony.events import CallEnded, EndReason
 from tests.fixtures_db import PostgresSchema, sqlite_locked
+from tests.waiting import wait_for
 from tests.web.conftest import (
     DemoTemplate,
     Live,
@@ -27,11 +28,12 @@ from tests.web.conftest import (
     make_settings,
     next_message,
     open_phone,
+    ringing,
     seed,
     serve,
+    snapshot,
     start_live,
     stop_live,
-    wait_for,
 )
 
 YAMADA = "0312345678"
@@ -67,7 +69,8 @@ async def _ring_and_cancel(call: SipCall, *, answered_elsewhere: bool) -> None:
 async def test_invite_pops_the_customer_card_and_cancel_ends_it(live: Live, phone: Phone) -> None:
     cookie = await live.session_cookie()
     async with live.websocket(cookie=cookie) as first:
-        await wait_for(lambda: live.services.hub.subscriber_count == 1, what="subscriber")
+        await wait_for(lambda: live.services.hub.stats.subscribers == 1, what="subscriber")
+        await snapshot(first)
         call = SipCall(phone, YAMADA)
         call.invite()
         await phone.response("INVITE", 180)
@@ -87,20 +90,26 @@ async def test_invite_pops_the_customer_card_and_cancel_ends_it(live: Live, phon
             "withheld": None,
             "source": "from",
         }
-        assert pop["dialed_line"] == "+81335550100"
+        assert pop["dialed_line"] == {
+            "number": "+81335550100",
+            "national": "03-3555-0100",
+            "name": "代表",
+        }
         card = ringing["card"]
         assert card["status"] == "matched"
         assert card["customers"][0]["name"] == "山田 太郎"
         assert card["customers"][0]["assigned_staff"]["extension"] == "203"
 
-        # A browser that connects during the ring gets the active call first.
+        # A browser that connects during the ring gets the active call in the snapshot,
+        # whose seq is the last message's: what follows is seq + 1.
         async with live.websocket(cookie=cookie) as second:
-            replay = await next_message(second)
-            assert replay == ringing
+            board = await snapshot(second)
+            assert board["seq"] == ringing["seq"]
+            assert board["calls"] == [{"call": ringing["call"], "card": ringing["card"]}]
 
             client = await live.login()
             active = (await client.get("/api/calls/active")).json()
-            assert active == {"calls": [ringing]}
+            assert active == board
 
             await _ring_and_cancel(call, answered_elsewhere=False)
             for ws in (first, second):
@@ -111,7 +120,9 @@ async def test_invite_pops_the_customer_card_and_cancel_ends_it(live: Live, phon
                 assert ended["call"]["state"] == "ended"
                 assert ended["call"]["outcome"] == "abandoned"
                 assert ended["call"]["ended_at"].endswith("+09:00")
-            assert (await client.get("/api/calls/active")).json() == {"calls": []}
+                assert ended["seq"] == ringing["seq"] + 1
+            active = (await client.get("/api/calls/active")).json()
+            assert active == {"type": "board.snapshot", "seq": ringing["seq"] + 1, "calls": []}
 
     row = await wait_for(
         lambda: (r := _call_row(live.db_path, pop["id"])) and r.get("outcome") and r,
@@ -125,7 +136,8 @@ async def test_invite_pops_the_customer_card_and_cancel_ends_it(live: Live, phon
 async def test_cancel_with_reason_200_is_answered_elsewhere(live: Live, phone: Phone) -> None:
     cookie = await live.session_cookie()
     async with live.websocket(cookie=cookie) as ws:
-        await wait_for(lambda: live.services.hub.subscriber_count == 1, what="subscriber")
+        await wait_for(lambda: live.services.hub.stats.subscribers == 1, what="subscriber")
+        await snapshot(ws)
         call = SipCall(phone, "09099990000", display="")
         call.invite()
         ringing = await next_message(ws)
@@ -145,7 +157,8 @@ async def test_a_cancel_right_after_the_invite_still_pops_then_ends(
 ) -> None:
     cookie = await live.session_cookie()
     async with live.websocket(cookie=cookie) as ws:
-        await wait_for(lambda: live.services.hub.subscriber_count == 1, what="subscriber")
+        await wait_for(lambda: live.services.hub.stats.subscribers == 1, what="subscriber")
+        await snapshot(ws)
         call = SipCall(phone, YAMADA)
         call.invite()
         call.cancel()  # before the lookup can have finished
@@ -153,14 +166,15 @@ async def test_a_cancel_right_after_the_invite_still_pops_then_ends(
         second = await next_message(ws)
         assert [first["type"], second["type"]] == ["call.ringing", "call.ended"]
         assert first["call"]["id"] == second["call"]["id"]
-    assert live.services.calls.active_messages() == []
+    assert (await live.services.hub.snapshot()).calls == []
 
 
 @pytest.mark.asyncio
 async def test_database_down_still_pops_with_a_degraded_card(live: Live, phone: Phone) -> None:
     cookie = await live.session_cookie()
     async with live.websocket(cookie=cookie) as ws:
-        await wait_for(lambda: live.services.hub.subscriber_count == 1, what="subscriber")
+        await wait_for(lambda: live.services.hub.stats.subscribers == 1, what="subscriber")
+        await snapshot(ws)
         drop_table(live.db_path, "customer_phones")
         call = SipCall(phone, YAMADA)
         call.invite()
@@ -184,7 +198,8 @@ async def test_a_slow_lookup_pops_at_once_and_completes_the_card_when_it_arrives
     try:
         cookie = await live.session_cookie()
         async with open_phone(live.sip_address) as phone, live.websocket(cookie=cookie) as ws:
-            await wait_for(lambda: live.services.hub.subscriber_count == 1, what="subscriber")
+            await wait_for(lambda: live.services.hub.stats.subscribers == 1, what="subscriber")
+            await snapshot(ws)
             live.services.engine.dispose()  # the lock needs every other connection closed
             with sqlite_locked(live.db_path) as release:
                 call = SipCall(phone, YAMADA)
@@ -206,12 +221,11 @@ async def test_a_slow_lookup_pops_at_once_and_completes_the_card_when_it_arrives
             [yamada] = card["customers"]
             assert yamada["name"] == "山田 太郎"
             assert yamada["assigned_staff"]["extension"] == "203"
-            # A browser that connects now gets the completed card in the replay.
+            # A browser that connects now gets the completed card in the snapshot.
             async with live.websocket(cookie=cookie) as later:
-                replay = await next_message(later)
-                assert replay["type"] == "call.ringing"
-                assert replay["call"]["id"] == ringing["call"]["id"]
-                assert replay["card"] == card
+                [entry] = (await snapshot(later))["calls"]
+                assert entry["call"]["id"] == ringing["call"]["id"]
+                assert entry["card"] == card
             await _ring_and_cancel(call, answered_elsewhere=False)
             assert (await next_message(ws))["type"] == "call.ended"
         # The call log links the call to the customer the late card found.
@@ -234,6 +248,7 @@ async def test_healthz_in_trunk_mode(live: Live, phone: Phone) -> None:
     call = SipCall(phone, YAMADA)
     call.invite()
     await phone.response("INVITE", 180)
+    await wait_for(lambda: live.services.hub.stats.seq == 1, what="the pop")
     response = await live.client().get("/healthz")
     assert response.status_code == 200
     body = response.json()
@@ -243,7 +258,18 @@ async def test_healthz_in_trunk_mode(live: Live, phone: Phone) -> None:
     assert body["sip"]["local_address"] == f"127.0.0.1:{live.settings.sip.bind_port}"
     assert isinstance(body["sip"]["stats"], dict) and body["sip"]["stats"]
     assert body["database"]["ok"] is True
-    assert body["hub"] == {"subscribers": 0}
+    assert body["hub"] == {
+        "seq": 1,
+        "active_calls": 1,
+        "subscribers": 0,
+        "dropped_subscribers": 0,
+    }
+    assert body["calls"] == {
+        "calls": 1,
+        "record_failures": 0,
+        "lookup_timeouts": 0,
+        "lookup_failures": 0,
+    }
     assert "山田" not in response.text  # no customer data
     await _ring_and_cancel(call, answered_elsewhere=False)
 
@@ -252,7 +278,8 @@ async def test_healthz_in_trunk_mode(live: Live, phone: Phone) -> None:
 async def test_a_withheld_caller_pops_a_withheld_card(live: Live, phone: Phone) -> None:
     cookie = await live.session_cookie()
     async with live.websocket(cookie=cookie) as ws:
-        await wait_for(lambda: live.services.hub.subscriber_count == 1, what="subscriber")
+        await wait_for(lambda: live.services.hub.stats.subscribers == 1, what="subscriber")
+        await snapshot(ws)
         call = SipCall(
             phone, "anonymous", display="Anonymous", from_uri="sip:anonymous@anonymous.invalid"
         )
@@ -271,14 +298,15 @@ async def test_a_withheld_caller_pops_a_withheld_card(live: Live, phone: Phone) 
 async def test_the_end_of_an_unknown_call_is_ignored(live: Live) -> None:
     cookie = await live.session_cookie()
     async with live.websocket(cookie=cookie) as ws:
-        await wait_for(lambda: live.services.hub.subscriber_count == 1, what="subscriber")
+        await wait_for(lambda: live.services.hub.stats.subscribers == 1, what="subscriber")
+        await snapshot(ws)
         await live.services.calls.place(
             CallEnded(call_id="never-rang@127.0.0.1", reason=EndReason.ABANDONED, at=0.0)
         )
         # Nothing was published for it: the next message is the marker sent after it.
-        await live.services.hub.publish({"type": "call.updated", "call": {"id": "marker"}})
+        await live.services.hub.publish(ringing("marker"))
         assert (await next_message(ws))["call"]["id"] == "marker"
-    assert live.services.calls.active_messages() == []
+    assert [e.call.id for e in (await live.services.hub.snapshot()).calls] == ["marker"]
 
 
 @pytest.mark.postgres
@@ -293,7 +321,8 @@ async def test_on_postgresql_a_pop_matches_and_a_dropped_schema_degrades(tmp_pat
         try:
             cookie = await live.session_cookie()
             async with open_phone(live.sip_address) as phone, live.websocket(cookie=cookie) as ws:
-                await wait_for(lambda: live.services.hub.subscriber_count == 1, what="subscriber")
+                await wait_for(lambda: live.services.hub.stats.subscribers == 1, what="subscriber")
+                await snapshot(ws)
                 call = SipCall(phone, YAMADA)
                 call.invite()
                 ringing = await next_message(ws)
@@ -339,7 +368,8 @@ async def test_with_the_database_gone_a_logged_in_browser_still_connects_and_pop
     assert me.json() == {"detail": "データベースに接続できません"}
     # The WebSocket still takes a signed session (and still refuses none).
     async with live.websocket(cookie=cookie) as ws:
-        await wait_for(lambda: live.services.hub.subscriber_count == 1, what="subscriber")
+        await wait_for(lambda: live.services.hub.stats.subscribers == 1, what="subscriber")
+        await snapshot(ws)
         call = SipCall(phone, YAMADA)
         call.invite()
         ringing = await next_message(ws)

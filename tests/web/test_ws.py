@@ -12,7 +12,16 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from db.models import Staff
 from popup_ui.hub import CLOSE_TOO_SLOW, DEFAULT_QUEUE_SIZE
-from tests.web.conftest import DemoTemplate, Live, next_message, start_live, stop_live, wait_for
+from tests.waiting import wait_for
+from tests.web.conftest import (
+    DemoTemplate,
+    Live,
+    next_message,
+    ringing,
+    snapshot,
+    start_live,
+    stop_live,
+)
 
 
 async def _refused(live: Live, *, cookie: str | None, origin: str | None) -> int:
@@ -26,7 +35,7 @@ async def _refused(live: Live, *, cookie: str | None, origin: str | None) -> int
 @pytest.mark.asyncio
 async def test_refused_without_a_session_cookie(live_web: Live) -> None:
     assert await _refused(live_web, cookie=None, origin="same") == 403
-    assert live_web.services.hub.subscriber_count == 0
+    assert live_web.services.hub.stats.subscribers == 0
 
 
 @pytest.mark.asyncio
@@ -66,10 +75,16 @@ async def test_accepted_with_session_and_own_origin_and_receives_published_messa
         # so the fan-out writes the one encoded message as is to every browser.
         assert ws.response is not None
         assert "Sec-WebSocket-Extensions" not in ws.response.headers
-        await wait_for(lambda: live_web.services.hub.subscriber_count == 1, what="subscriber")
-        await live_web.services.hub.publish({"type": "call.updated", "call": {"id": "x"}})
-        assert await next_message(ws) == {"type": "call.updated", "call": {"id": "x"}}
-    await wait_for(lambda: live_web.services.hub.subscriber_count == 0, what="unsubscribe")
+        await wait_for(lambda: live_web.services.hub.stats.subscribers == 1, what="subscriber")
+        assert (await snapshot(ws))["calls"] == []
+        seq = await live_web.services.hub.publish(ringing("x"))
+        message = await next_message(ws)
+        assert (message["type"], message["seq"], message["call"]["id"]) == (
+            "call.ringing",
+            seq,
+            "x",
+        )
+    await wait_for(lambda: live_web.services.hub.stats.subscribers == 0, what="unsubscribe")
 
 
 @pytest.mark.asyncio
@@ -85,7 +100,7 @@ async def test_configured_extra_origin_is_accepted(
     try:
         cookie = await live.session_cookie()
         async with live.websocket(cookie=cookie, origin="https://pop.example.jp") as ws:
-            await wait_for(lambda: live.services.hub.subscriber_count == 1, what="subscriber")
+            await wait_for(lambda: live.services.hub.stats.subscribers == 1, what="subscriber")
             await ws.ping()
     finally:
         await stop_live(live, task)
@@ -97,12 +112,13 @@ async def test_client_disconnects_leave_no_subscribers(live_web: Live) -> None:
     for _ in range(5):
         async with live_web.websocket(cookie=cookie):
             pass
-    await wait_for(lambda: live_web.services.hub.subscriber_count == 0, what="all unsubscribed")
+    await wait_for(lambda: live_web.services.hub.stats.subscribers == 0, what="all unsubscribed")
     # Publishing to nobody is fine, and a newcomer still gets messages.
-    await live_web.services.hub.publish({"type": "call.updated", "call": {"id": "y"}})
+    await live_web.services.hub.publish(ringing("y"))
     async with live_web.websocket(cookie=cookie) as ws:
-        await wait_for(lambda: live_web.services.hub.subscriber_count == 1, what="subscriber")
-        await live_web.services.hub.publish({"type": "call.updated", "call": {"id": "z"}})
+        await wait_for(lambda: live_web.services.hub.stats.subscribers == 1, what="subscriber")
+        assert [c["call"]["id"] for c in (await snapshot(ws))["calls"]] == ["y"]
+        await live_web.services.hub.publish(ringing("z"))
         assert (await next_message(ws))["call"]["id"] == "z"
 
 
@@ -121,16 +137,17 @@ async def test_a_slow_browser_is_dropped_and_does_not_hold_up_the_others(live_we
         live_web.websocket(cookie=cookie, sock=slow_sock, max_queue=1, compression=None) as slow,
         live_web.websocket(cookie=cookie, max_size=None, compression=None) as fast,
     ):
-        await wait_for(lambda: hub.subscriber_count == 2, what="two subscribers")
+        await wait_for(lambda: hub.stats.subscribers == 2, what="two subscribers")
+        await snapshot(fast)
         sent = 0
-        while hub.dropped == 0:
+        while hub.stats.dropped_subscribers == 0:
             assert sent < DEFAULT_QUEUE_SIZE * 4, "the slow browser was never dropped"
-            await hub.publish({"type": "call.updated", "call": {"id": str(sent)}, "pad": padding})
+            await hub.publish(ringing(str(sent), display_name=padding))
             # The fast browser gets every message, in order, while the slow one lags.
             assert (await next_message(fast))["call"]["id"] == str(sent)
             sent += 1
-        assert hub.subscriber_count == 1
-        await hub.publish({"type": "call.updated", "call": {"id": "after"}})
+        assert hub.stats.subscribers == 1
+        await hub.publish(ringing("after"))
         assert (await next_message(fast))["call"]["id"] == "after"
 
         # Once the slow browser reads again it finds the close: 1013 try again later.

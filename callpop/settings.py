@@ -53,6 +53,8 @@ class NumberingSettings(_Section):
     rewrite: list[RewriteRule] = Field(default_factory=list)
     # Numbers of at most this many digits are office extensions (internal callers).
     extension_max_digits: int = 4
+    # The office's own numbers and their names ("03-3555-0100" = "代表"): the dialled line.
+    lines: dict[str, str] = Field(default_factory=dict)
 
 
 class DatabaseSettings(_Section):
@@ -70,6 +72,12 @@ class HttpSettings(_Section):
     allowed_origins: list[str] = Field(default_factory=list)
 
 
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    # "text": one readable line per event; "json": one JSON object per line.
+    format: Literal["text", "json"] = "text"
+
+
 class UiSettings(_Section):
     language: Literal["ja", "en"] = "ja"
     company_name: str = ""
@@ -85,6 +93,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     ui: UiSettings = Field(default_factory=UiSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
 
     @classmethod
     def settings_customise_sources(

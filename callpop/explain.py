@@ -1,13 +1,14 @@
 """``callpop explain-invite``: what callpop reads from one raw SIP INVITE, as a JSON-ready dict.
 
 This module owns the shape of that answer (the public contract in the house
-plan) and glues the SIP side (parse, caller ID) to number normalisation. It knows
-nothing of files, stdin or exit codes; the CLI wraps it.
+plan) and glues the SIP side (parse, caller ID) to the office's numbering plan, the
+same :class:`~lookup.numbers.Numbering` the call path uses. It knows nothing of
+files, stdin or exit codes; the CLI wraps it.
 """
 
 from __future__ import annotations
 
-from lookup.numbers import normalise
+from lookup.numbers import Numbering
 from telephony.callerid import extract_caller_id
 from telephony.message import SipParseError, SipRequest, parse_message
 
@@ -33,11 +34,15 @@ def _as_request(data: bytes) -> SipRequest:
     return message
 
 
-def explain_invite(data: bytes, *, region: str = "JP") -> dict[str, object]:
+def explain_invite(
+    data: bytes,
+    *,
+    numbering: Numbering = Numbering(),  # noqa: B008 (frozen: one shared default is fine)
+) -> dict[str, object]:
     """Caller number, national form, display name, withheld reason, source and dialled line."""
     caller = extract_caller_id(_as_request(data))
-    number = normalise(caller.number, region=region)
-    dialed = normalise(caller.dialed, region=region)
+    number = numbering.normalise(caller.number)
+    dialed = numbering.normalise(caller.dialed)
     return {
         "number": number.e164,
         "national": number.national,

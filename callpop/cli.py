@@ -20,10 +20,14 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from popup_ui.settings import ConfigError, Settings, load_settings
+from callpop.settings import ConfigError, Settings, load_settings
 
 DEFAULT_DEMO_HTTP_PORT = 8080
 DEFAULT_DEMO_SIP_PORT = 5062
+# The demo office's own numbers, named as [numbering.lines] names them.
+DEMO_MAIN_LINE = "03-3555-0100"
+DEMO_LINES = {DEMO_MAIN_LINE: "代表", "03-3555-0101": "FAX", "03-3555-0199": "採用窓口"}
+LOG_LEVELS = ["debug", "info", "warning", "error"]
 TOKYO = ZoneInfo("Asia/Tokyo")
 
 
@@ -59,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the service with a config file")
     serve.add_argument("--config", type=Path, help="TOML config file (see config.example.toml)")
+    _log_level_option(serve)
     serve.set_defaults(func=cmd_serve)
 
     demo = sub.add_parser(
@@ -71,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", type=Path, help="keep the demo database here (default: a temporary directory)"
     )
     demo.add_argument("--language", choices=["ja", "en"], default="ja", help="default UI language")
+    _log_level_option(demo)
     demo.set_defaults(func=cmd_demo)
 
     call = sub.add_parser("call", help="place a real SIP test call: INVITE, ring, then CANCEL")
@@ -81,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="HOST:PORT of the callpop SIP listener (default: the demo's)",
     )
     call.add_argument("--name", help="display name to present")
+    call.add_argument(
+        "--line",
+        default=DEMO_MAIN_LINE,
+        help=f"the office number being called (default: the demo's 代表, {DEMO_MAIN_LINE})",
+    )
     call.add_argument("--ring-seconds", type=float, default=3.0, help="ring this long, then cancel")
     call.add_argument(
         "--answered-elsewhere",
@@ -101,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument(
         "file", nargs="?", default="-", help="file with the message, or - for stdin"
     )
-    explain.add_argument("--region", default="JP", help="default region for national numbers")
+    explain.add_argument(
+        "--config", type=Path, help="TOML config file: its [numbering] rules apply"
+    )
     explain.set_defaults(func=cmd_explain_invite)
 
     lookup = sub.add_parser("lookup", help="print the caller card for a number as JSON")
@@ -125,12 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _log_level_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-level", choices=LOG_LEVELS, help="overrides [log] level of the config (info)"
+    )
+
+
 # --- serve / demo -------------------------------------------------------------
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    _run_server(settings)
+    _run_server(settings, log_level=args.log_level)
     return 0
 
 
@@ -150,6 +169,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 "bind_port": args.sip_port,
                 "allowed_hosts": ["127.0.0.1", "::1", args.host],
             },
+            "numbering": {"lines": DEMO_LINES},
             "database": {"url": url},
             "http": {"host": args.host, "port": args.http_port},
             "ui": {"language": args.language, "company_name": "やまもと工務店"},
@@ -195,7 +215,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "",
     ]
     print("\n".join(lines), flush=True)
-    _run_server(settings)
+    _run_server(settings, log_level=args.log_level)
     return 0
 
 
@@ -213,7 +233,7 @@ def _own_command() -> str:
     script = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
     on_path = shutil.which("callpop")
     if script is None or script.suffix == ".py" or not script.is_file():
-        return f"{sys.executable} -m popup_ui.cli call"
+        return f"{sys.executable} -m callpop.cli call"
     if on_path and Path(on_path).resolve() == script:
         return "callpop call"
     try:
@@ -223,15 +243,18 @@ def _own_command() -> str:
     return f"{shown} call"
 
 
-def server_config(app: Any, *, host: str, port: int, log_level: str = "info") -> Any:
-    """The uvicorn config callpop runs under (the tests use the same)."""
+def server_config(app: Any, *, host: str, port: int) -> Any:
+    """The uvicorn config callpop runs under (the tests use the same).
+
+    ``log_config=None``: logging is configured once, by :func:`configure_logging`.
+    """
     import uvicorn
 
     return uvicorn.Config(
         app,
         host=host,
         port=port,
-        log_level=log_level,
+        log_config=None,
         lifespan="on",
         ws="websockets-sansio",
         # Pops are a few KB on an office LAN: compressing each one again for every
@@ -241,14 +264,16 @@ def server_config(app: Any, *, host: str, port: int, log_level: str = "info") ->
     )
 
 
-def _run_server(settings: Settings) -> None:
+def _run_server(settings: Settings, *, log_level: str | None = None) -> None:
     import uvicorn
 
-    from popup_ui.app import create_app
+    from callpop.logs import configure_logging
+    from callpop.service import build_app, numbering_of
 
-    app = create_app(settings)
-    config = server_config(app, host=settings.http.host, port=settings.http.port)
-    server = uvicorn.Server(config)
+    configure_logging(log_level or settings.log.level, settings.log.format)
+    numbering_of(settings)  # a bad [numbering] is a config error before anything starts
+    app = build_app(settings)
+    server = uvicorn.Server(server_config(app, host=settings.http.host, port=settings.http.port))
     server.run()
     if not server.started:
         raise CliError(
@@ -261,7 +286,8 @@ def _run_server(settings: Settings) -> None:
 
 
 def cmd_call(args: argparse.Namespace) -> int:
-    from telephony.dialer import DialError, place_call
+    from telephony.dialer import DialError
+    from telephony.transport import place_call
 
     to = _parse_host_port(args.to)
     number = "anonymous" if args.withheld else args.number
@@ -271,6 +297,7 @@ def cmd_call(args: argparse.Namespace) -> int:
                 number,
                 to=to,
                 name=args.name,
+                line=dialable_line(args.line),
                 ring_seconds=args.ring_seconds,
                 answered_elsewhere=args.answered_elsewhere,
                 withheld=args.withheld,
@@ -294,9 +321,16 @@ def _parse_host_port(text: str) -> tuple[str, int]:
 # --- explain-invite / lookup ---------------------------------------------------------
 
 
-def cmd_explain_invite(args: argparse.Namespace) -> int:
-    from popup_ui.explain import ExplainError, explain_invite
+def dialable_line(line: str) -> str:
+    """The office number as a SIP user part: digits (and +) only."""
+    return "".join(ch for ch in line if ch.isdigit() or ch == "+") or line
 
+
+def cmd_explain_invite(args: argparse.Namespace) -> int:
+    from callpop.explain import ExplainError, explain_invite
+    from callpop.service import numbering_of
+
+    numbering = numbering_of(load_settings(args.config))
     if args.file == "-":
         data = sys.stdin.buffer.read()
     else:
@@ -305,7 +339,7 @@ def cmd_explain_invite(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise CliError(f"{args.file}: {exc.strerror}", code=2) from exc
     try:
-        result = explain_invite(data, region=args.region)
+        result = explain_invite(data, numbering=numbering)
     except ExplainError as exc:
         raise CliError(str(exc), code=2) from exc
     print(json.dumps(result, ensure_ascii=False))
@@ -313,24 +347,20 @@ def cmd_explain_invite(args: argparse.Namespace) -> int:
 
 
 def cmd_lookup(args: argparse.Namespace) -> int:
+    from callpop.service import numbering_of
     from db.engine import make_engine, make_session_factory, migrate
-    from lookup.numbers import compile_rules
     from lookup.service import CallerLookup
 
     settings = load_settings(args.config)
+    numbering = numbering_of(settings)
     engine = make_engine(settings.database.url)
     try:
         migrate(engine)
-        lookup = CallerLookup(
-            make_session_factory(engine),
-            region=settings.numbering.region,
-            rules=compile_rules([(r.pattern, r.replace) for r in settings.numbering.rewrite]),
-            extension_max_digits=settings.numbering.extension_max_digits,
-        )
+        lookup = CallerLookup(make_session_factory(engine), numbering=numbering)
         card = lookup.card_for_number(args.number, now=datetime.now(UTC))
     finally:
         engine.dispose()
-    print(json.dumps(card.to_json(), ensure_ascii=False, indent=2))
+    print(card.model_dump_json(indent=2))
     return 0
 
 

@@ -1,0 +1,278 @@
+"""The call service: turns telephony call events into board messages and call records.
+
+The order of work for each event. For a ringing call: normalise the caller once
+(the office's :class:`~lookup.numbers.Numbering`), look the caller up (with a
+deadline; never raises), publish ``call.ringing`` to the hub, then write the call row
+in a worker thread; when the lookup missed its deadline, await the card it still
+produces and publish it as ``call.updated`` (and link the row to the customer). For
+an end: publish ``call.ended``, then write. The browser pop is the deadline that
+matters; the database write waits behind it (docs/architecture.md, "Why the order
+ring → lookup → publish → record"). The hub owns the board; this service only keeps
+the calls whose end has not arrived yet, by SIP Call-ID.
+
+It knows events, numbers and cards, not SIP wire details, sockets or browsers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.calls import record_call_customer, record_call_ended, record_call_started
+from lookup.card import CallerCard, CardStatus
+from lookup.numbers import Number, Numbering
+from lookup.service import Lookup
+from popup_ui.hub import Hub
+from popup_ui.messages import (
+    Call,
+    CallEndedMessage,
+    Caller,
+    CallRingingMessage,
+    CallState,
+    CallUpdatedMessage,
+    DialedLine,
+)
+from telephony.events import CallEnded, CallRinging
+
+log = logging.getLogger(__name__)
+
+TOKYO = ZoneInfo("Asia/Tokyo")
+
+
+class CardSource(Protocol):
+    """What the call service needs of ``lookup.service.CallerLookup``."""
+
+    async def card_for(
+        self,
+        number: Number,
+        *,
+        withheld: str | None = None,
+        now: datetime,
+        keep_late: bool = True,
+    ) -> Lookup: ...
+
+
+@dataclass(slots=True, kw_only=True)
+class _Call:
+    """One call from its INVITE to its end, with the work still in flight for it."""
+
+    call: Call
+    number: Number
+    customer_id: int | None = None
+    ringing: asyncio.Task[None] | None = None  # lookup + publish
+    recorded: asyncio.Task[None] | None = None  # the call row written
+    ended: bool = False
+
+
+def _only_customer(card: CallerCard) -> int | None:
+    """The customer a call is logged against: only when the number names exactly one."""
+    return card.customers[0].id if len(card.customers) == 1 else None
+
+
+class CallService:
+    """The ring → lookup → publish → record path, for every call."""
+
+    def __init__(
+        self,
+        *,
+        hub: Hub,
+        lookup: CardSource,
+        numbering: Numbering,
+        session_factory: sessionmaker[Session],
+        clock: Callable[[], datetime] = lambda: datetime.now(TOKYO),
+    ) -> None:
+        self._hub = hub
+        self._lookup = lookup
+        self._numbering = numbering
+        self._session_factory = session_factory
+        self._clock = clock
+        self._by_sip_id: dict[str, _Call] = {}  # calls whose end has not arrived yet
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.calls = 0  # calls handled since start
+        self.record_failures = 0  # call-log writes that failed
+
+    # --- events in ------------------------------------------------------------
+
+    def handle(self, event: CallRinging | CallEnded) -> None:
+        """Synchronous, so it only schedules the work.
+
+        The call's bookkeeping is done here, before anything awaits, so an end that
+        arrives while the ringing lookup is still running finds its call.
+        """
+        if isinstance(event, CallRinging):
+            entry = self._start(event)
+            if entry is not None:
+                entry.ringing = self._spawn(self._ring(entry))
+            return
+        ending = self._by_sip_id.pop(event.call_id, None)
+        if ending is None:
+            log.debug("end of unknown SIP call %s ignored", event.call_id)
+            return
+        ending.ended = True
+        self._spawn(self._end(ending, event))
+
+    async def place(self, event: CallRinging | CallEnded) -> None:
+        """Handle ``event`` and wait until its message is published (tests, benchmarks)."""
+        before = set(self._tasks)
+        self.handle(event)
+        new = [task for task in self._tasks if task not in before]
+        if new:
+            await asyncio.gather(*new)
+
+    # --- the ringing path --------------------------------------------------------
+
+    def _start(self, event: CallRinging) -> _Call | None:
+        if event.call_id in self._by_sip_id:
+            return None  # a retransmitted INVITE the core passed on twice: one pop only
+        caller = event.caller
+        shown = caller.number if caller.withheld is None else None
+        number = self._numbering.normalise(shown)
+        dialed = self._numbering.normalise(caller.dialed) if caller.dialed else None
+        call = Call(
+            id=uuid.uuid4().hex,
+            sip_call_id=event.call_id,
+            started_at=self._clock(),
+            caller=Caller(
+                number=number.e164,
+                national=number.national,  # "203" for an extension
+                raw=caller.number,
+                display_name=caller.display_name,
+                withheld=caller.withheld.value if caller.withheld else None,
+                source=caller.source.value if caller.source else None,
+            ),
+            dialed_line=(
+                DialedLine(
+                    number=dialed.e164,
+                    national=dialed.national,
+                    name=self._numbering.line_name(dialed.e164),
+                )
+                if dialed is not None and dialed.e164 is not None
+                else None
+            ),
+        )
+        entry = _Call(call=call, number=number)
+        self._by_sip_id[event.call_id] = entry
+        self.calls += 1
+        return entry
+
+    async def _ring(self, entry: _Call) -> None:
+        call = entry.call
+        found = await self._lookup.card_for(
+            entry.number, withheld=call.caller.withheld, now=call.started_at
+        )
+        card = found.card
+        if card.status is CardStatus.DEGRADED:
+            log.warning(
+                "call %s popped without its customer record (%s)", call.id, card.degraded_reason
+            )
+        entry.customer_id = _only_customer(card)
+        # A call that ended during the lookup still pops; its end follows.
+        await self._hub.publish(CallRingingMessage(call=call, card=card))
+        entry.recorded = self._spawn(self._record_started(entry))
+        if found.late is not None:
+            self._spawn(self._complete(entry, found.late))
+
+    async def _complete(self, entry: _Call, late: Awaitable[CallerCard]) -> None:
+        """A card that missed the lookup deadline arrived: complete the pop.
+
+        ``call.updated`` carries the card; the hub's board (the snapshot browsers get
+        on connect) takes it too, and the call row gets its customer. A call that has
+        ended in the meantime is still updated: its card stays under recent calls.
+        """
+        try:
+            card = await late
+        except Exception as exc:
+            log.info("late caller lookup for call %s failed too: %s", entry.call.id, exc)
+            return
+        log.info("call %s: the late customer record arrived", entry.call.id)
+        entry.customer_id = _only_customer(card)
+        await self._hub.publish(CallUpdatedMessage(call=entry.call, card=card))
+        if entry.customer_id is None:
+            return
+        if entry.recorded is not None:
+            await asyncio.wait({entry.recorded})
+        await self._record(
+            record_call_customer, entry.call.id, id=entry.call.id, customer_id=entry.customer_id
+        )
+
+    async def _end(self, entry: _Call, event: CallEnded) -> None:
+        if entry.ringing is not None:
+            await asyncio.wait({entry.ringing})  # the ringing pop goes out first
+        call = entry.call.model_copy(
+            update={
+                "state": CallState.ENDED,
+                "outcome": event.reason.value,
+                "ended_at": self._clock(),
+            }
+        )
+        entry.call = call
+        await self._hub.publish(CallEndedMessage(call=call))
+        if entry.recorded is not None:
+            await asyncio.wait({entry.recorded})
+        assert call.ended_at is not None and call.outcome is not None
+        await self._record(
+            record_call_ended, call.id, id=call.id, ended_at=call.ended_at, outcome=call.outcome
+        )
+
+    async def _record_started(self, entry: _Call) -> None:
+        call = entry.call
+        await self._record(
+            record_call_started,
+            call.id,
+            id=call.id,
+            sip_call_id=call.sip_call_id,
+            caller_e164=call.caller.number,
+            caller_raw=call.caller.raw,
+            display_name=call.caller.display_name,
+            withheld=call.caller.withheld,
+            dialed_e164=call.dialed_line.number if call.dialed_line else None,
+            started_at=call.started_at,
+            customer_id=entry.customer_id,
+        )
+
+    async def _record(self, write: Callable[..., None], call_id: str, **fields: Any) -> None:
+        def run() -> None:
+            with self._session_factory() as session:
+                write(session, **fields)
+                session.commit()
+
+        try:
+            await asyncio.to_thread(run)
+        except Exception:
+            # The pop already went out; a lost row is logged with its id and counted
+            # (/healthz), never raised into the event loop.
+            self.record_failures += 1
+            log.exception("could not record call %s (%s)", call_id, write.__name__)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+        return task
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("call event handling failed", exc_info=task.exception())
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Let in-flight pops, late cards and call records finish (bounded), then stop."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._tasks:  # work in flight may spawn more (a late card, a call row)
+            left = deadline - loop.time()
+            if left <= 0:
+                pending = set(self._tasks)
+                for task in pending:
+                    task.cancel()
+                await asyncio.wait(pending)
+                return
+            await asyncio.wait(set(self._tasks), timeout=left)

@@ -1,0 +1,364 @@
+"""The composition root: builds the parts from the settings and wires them together.
+
+``running(settings)`` opens the database (and runs the migrations), builds the one
+numbering plan, the caller lookup, the hub and the call service, starts the SIP
+transport and routes its events: call events to the call service, registration
+changes and refused datagrams to the log. ``build_app(settings)`` is the web app
+over those parts (``popup_ui.create_app`` with this as its lifespan). This module
+knows how the parts fit, not how they work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI
+from sqlalchemy import select
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from callpop.calls import CallService
+from callpop.logs import Throttle
+from callpop.settings import ConfigError, Settings
+from db.engine import make_engine, make_session_factory, migrate
+from db.models import Staff
+from lookup.numbers import Numbering
+from lookup.service import CallerLookup
+from popup_ui.app import VERSION, create_app
+from popup_ui.context import StartupError, WebConfig, WebServices
+from popup_ui.hub import InProcessHub
+from popup_ui.schemas import CallLogHealth, DatabaseHealth, Health, HubHealth, SipHealth
+from telephony.endpoint import EndpointConfig
+from telephony.events import (
+    CallAnswered,
+    CallEnded,
+    CallRinging,
+    Event,
+    RegistrationChanged,
+    RegistrationState,
+    RequestRejected,
+)
+from telephony.transport import SipTransport, advertised_host
+from telephony.uri import hostport
+
+log = logging.getLogger("callpop")
+sip_log = logging.getLogger("callpop.sip")
+
+# A health check that hangs is worse than one that says "down".
+_DB_TIMEOUT = 2.0
+
+
+def numbering_of(settings: Settings) -> Numbering:
+    """The office's numbering plan from ``[numbering]``; ConfigError names a bad key."""
+    numbering = settings.numbering
+    try:
+        return Numbering.from_config(
+            region=numbering.region,
+            rewrite=[(rule.pattern, rule.replace) for rule in numbering.rewrite],
+            extension_max_digits=numbering.extension_max_digits,
+            lines=numbering.lines,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"numbering: {exc}") from exc
+
+
+@dataclass(slots=True)
+class SipWatch:
+    """Routes the SIP side's events: calls to the call service, the rest to the log.
+
+    Remembers the registration's last state and its reason for /healthz, and says
+    each change at WARNING (failed) or INFO. Refused datagrams are what a stranger
+    controls, so they are logged once per host and kind per minute, with a count.
+    """
+
+    calls: CallService
+    registration_detail: str = ""
+    _refused: Throttle = field(default_factory=Throttle)
+
+    def handle(self, event: Event) -> None:
+        if isinstance(event, CallRinging | CallEnded):
+            self.calls.handle(event)
+        elif isinstance(event, RegistrationChanged):
+            self.registration_detail = event.detail
+            level = logging.WARNING if event.state is RegistrationState.FAILED else logging.INFO
+            sip_log.log(level, "registration %s: %s", event.state.value, event.detail or "-")
+        elif isinstance(event, RequestRejected):
+            host = event.remote[0]
+            kind = event.reason.split(":", 1)[0]
+            held_back = self._refused.allow(f"{host}|{kind}")
+            if held_back is not None:
+                more = f" ({held_back} more since the last line)" if held_back else ""
+                sip_log.warning("refused a datagram from %s: %s%s", host, event.reason, more)
+        elif isinstance(event, CallAnswered):
+            sip_log.debug("call %s answered by %s", event.call_id, event.answered_by)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Runtime:
+    """What ``running`` built; the tests and the benchmark reach the parts here."""
+
+    settings: Settings
+    engine: Engine
+    session_factory: sessionmaker[Session]
+    numbering: Numbering
+    lookup: CallerLookup
+    hub: InProcessHub
+    calls: CallService
+    sip: SipWatch
+    transport: SipTransport | None
+
+    async def health(self) -> Health:
+        database = await database_state(self.engine)
+        sip = self._sip_health()
+        registered = sip.registration == RegistrationState.REGISTERED.value
+        sip_ok = not sip.enabled or sip.mode == "trunk" or registered
+        hub = self.hub.stats
+        return Health(
+            status="ok" if sip_ok and database.ok else "degraded",
+            sip=sip,
+            database=database,
+            hub=HubHealth(
+                seq=hub.seq,
+                active_calls=hub.active_calls,
+                subscribers=hub.subscribers,
+                dropped_subscribers=hub.dropped_subscribers,
+            ),
+            calls=CallLogHealth(
+                calls=self.calls.calls,
+                record_failures=self.calls.record_failures,
+                lookup_timeouts=self.lookup.timeouts,
+                lookup_failures=self.lookup.failures,
+            ),
+        )
+
+    def _sip_health(self) -> SipHealth:
+        mode = self.settings.sip.mode
+        if self.transport is None:
+            return SipHealth(
+                mode=mode,
+                enabled=False,
+                registration="disabled",
+                registration_detail="",
+                local_address=None,
+                stats={},
+            )
+        return SipHealth(
+            mode=mode,
+            enabled=True,
+            registration=self.transport.registration_state.value,
+            registration_detail=self.sip.registration_detail,
+            local_address=hostport(*self.transport.local_address[:2]),
+            stats=dict(self.transport.stats),
+        )
+
+    def web(self) -> WebServices:
+        return WebServices(
+            session_factory=self.session_factory,
+            lookup=self.lookup,
+            hub=self.hub,
+            health=self.health,
+        )
+
+
+@asynccontextmanager
+async def running(settings: Settings, *, sip: bool = True) -> AsyncIterator[Runtime]:
+    """Every part of callpop, started; stopped in reverse order on exit."""
+    numbering = numbering_of(settings)
+    engine = await _open_database(settings.database.url)
+    try:
+        session_factory = make_session_factory(engine)
+        lookup = CallerLookup(
+            session_factory,
+            numbering=numbering,
+            timeout=settings.database.lookup_timeout_ms / 1000,
+        )
+        hub = InProcessHub()
+        calls = CallService(
+            hub=hub, lookup=lookup, numbering=numbering, session_factory=session_factory
+        )
+        watch = SipWatch(calls)
+        transport = await _start_sip(settings, watch) if sip else None
+        try:
+            runtime = Runtime(
+                settings=settings,
+                engine=engine,
+                session_factory=session_factory,
+                numbering=numbering,
+                lookup=lookup,
+                hub=hub,
+                calls=calls,
+                sip=watch,
+                transport=transport,
+            )
+            _say_started(runtime)
+            yield runtime
+        finally:
+            if transport is not None:
+                await transport.close()
+            await calls.close()
+            await hub.close()
+    finally:
+        engine.dispose()
+
+
+def web_config(settings: Settings) -> WebConfig:
+    http, ui = settings.http, settings.ui
+    return WebConfig(
+        session_secret=http.session_secret,
+        session_max_age=http.session_max_age,
+        cookie_secure=http.cookie_secure,
+        allowed_origins=tuple(http.allowed_origins),
+        language=ui.language,
+        company_name=ui.company_name,
+    )
+
+
+def build_app(settings: Settings, *, sip: bool = True) -> FastAPI:
+    """The web app over ``running(settings)``; ``app.state.runtime`` holds the parts.
+
+    With ``sip=False`` no SIP listener is started (the web alone).
+    """
+
+    @asynccontextmanager
+    async def start() -> AsyncIterator[WebServices]:
+        try:
+            async with running(settings, sip=sip) as runtime:
+                app.state.runtime = runtime
+                yield runtime.web()
+        except ConfigError as exc:
+            raise StartupError(f"config: {exc}") from exc
+
+    app = create_app(web_config(settings), start)
+    return app
+
+
+def _say_started(runtime: Runtime) -> None:
+    settings = runtime.settings
+    database = make_url(settings.database.url).render_as_string(hide_password=True)
+    if runtime.transport is None:
+        sip = "SIP off"
+    else:
+        sip = (
+            f"SIP {settings.sip.mode} mode on {hostport(*runtime.transport.local_address[:2])}/udp"
+        )
+        if settings.sip.mode == "register":
+            registrar = hostport(settings.sip.registrar_host, settings.sip.registrar_port)
+            sip += f" registering {settings.sip.user} at {registrar}"
+    url = f"http://{hostport(settings.http.host, settings.http.port)}/"
+    log.info("callpop %s: %s; database %s; HTTP %s", VERSION, sip, database, url)
+
+
+# --- start-up steps ----------------------------------------------------------------------
+
+
+async def _open_database(url: str) -> Engine:
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+    except Exception as exc:
+        raise StartupError(f"database.url is not a database URL: {exc}") from exc
+    try:
+        engine = make_engine(url)
+    except Exception as exc:
+        raise StartupError(f"database {shown}: {_first_line(exc)}") from exc
+    try:
+        # Alembic is blocking; run it off the event loop (the loop is idle at start-up,
+        # but a slow PostgreSQL must not stall signal handling).
+        await asyncio.to_thread(migrate, engine)
+    except Exception as exc:
+        engine.dispose()
+        raise StartupError(f"database {shown}: {_first_line(exc)}") from exc
+    return engine
+
+
+def endpoint_config(settings: Settings, *, local_host: str) -> EndpointConfig:
+    """``[sip]`` as the SIP endpoint takes it (the endpoint applies its own defaults)."""
+    sip = settings.sip
+    return EndpointConfig(
+        mode=sip.mode,
+        local_host=local_host,
+        local_port=sip.bind_port,
+        allowed_hosts=frozenset(sip.allowed_hosts),
+        registrar_host=sip.registrar_host,
+        registrar_port=sip.registrar_port,
+        domain=sip.domain,
+        user=sip.user,
+        auth_user=sip.auth_user,
+        password=sip.password,
+        expires=sip.expires,
+        ring_timeout=sip.ring_timeout,
+        user_agent=f"callpop/{VERSION}",
+    )
+
+
+async def _start_sip(settings: Settings, watch: SipWatch) -> SipTransport:
+    sip = settings.sip
+    if sip.mode == "register" and not sip.registrar_host:
+        raise StartupError("sip.registrar_host is empty (register mode needs the PBX address)")
+    where = f"{hostport(sip.bind_host, sip.bind_port)}/udp"
+    local_host = await asyncio.to_thread(
+        advertised_host,
+        public_host=sip.public_host,
+        bind_host=sip.bind_host,
+        mode=sip.mode,
+        registrar_host=sip.registrar_host,
+        registrar_port=sip.registrar_port,
+    )
+    try:
+        return await SipTransport.start(
+            endpoint_config(settings, local_host=local_host),
+            watch.handle,
+            bind_host=sip.bind_host,
+            bind_port=sip.bind_port,
+        )
+    except socket.gaierror as exc:
+        raise StartupError(
+            f"SIP registrar {sip.registrar_host!r} cannot be resolved: {exc.strerror or exc}"
+        ) from exc
+    except OSError as exc:
+        raise StartupError(f"SIP cannot listen on {where}: {_bind_problem(exc)}") from exc
+
+
+def _bind_problem(exc: OSError) -> str:
+    # asyncio raises the bind's own OSError; uvloop wraps it (errno on the cause).
+    if exc.errno is None and isinstance(exc.__cause__, OSError):
+        exc = exc.__cause__
+    if exc.errno == errno.EADDRINUSE:
+        return "address already in use (another callpop, or a softphone/PBX on this port?)"
+    if exc.errno == errno.EACCES:
+        return "permission denied (ports below 1024 need privileges)"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "this machine has no such address (check sip.bind_host)"
+    return os.strerror(exc.errno) if exc.errno else str(exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
+
+
+# --- health --------------------------------------------------------------------------------
+
+
+def _ping(engine: Engine) -> None:
+    # A real read of a real table: "SELECT 1" succeeds on SQLite even when the file is
+    # damaged or the schema is gone, since it never opens a page.
+    with engine.connect() as connection:
+        connection.execute(select(Staff.id).limit(1)).all()
+
+
+async def database_state(engine: Engine) -> DatabaseHealth:
+    try:
+        await asyncio.wait_for(asyncio.to_thread(_ping, engine), _DB_TIMEOUT)
+    except TimeoutError:
+        return DatabaseHealth(ok=False, detail=f"no answer within {_DB_TIMEOUT:g} s")
+    except Exception as exc:  # any driver error means "down"; the class says which
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        return DatabaseHealth(ok=False, detail=f"{type(exc).__name__}: {first_line}"[:200])
+    return DatabaseHealth(ok=True, detail=engine.dialect.name)

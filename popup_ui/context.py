@@ -1,0 +1,85 @@
+"""What the web app is given: its settings and the parts it serves, as plain types.
+
+The composition (the ``callpop`` package) builds these; ``popup_ui`` only uses them.
+Routes reach the parts through :func:`get_web` (``app.state``, no module
+globals). Nothing here knows SIP or how the parts are made.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol, cast
+
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.requests import HTTPConnection
+
+from lookup.numbers import Number
+
+if TYPE_CHECKING:
+    from lookup.service import Lookup
+    from popup_ui.auth import LoginLimiter, SessionCodec
+    from popup_ui.hub import Hub
+    from popup_ui.schemas import Health
+
+
+class StartupError(Exception):
+    """The service cannot start; the message is one line a person can act on."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebConfig:
+    """The ``[http]`` and ``[ui]`` settings the web side needs."""
+
+    session_secret: str = ""  # empty: a random secret per start
+    session_max_age: int = 12 * 3600
+    cookie_secure: bool = False
+    allowed_origins: tuple[str, ...] = ()
+    language: Literal["ja", "en"] = "ja"
+    company_name: str = ""
+
+
+class CardLookup(Protocol):
+    """What the web needs of ``lookup.service.CallerLookup``."""
+
+    async def card_for(
+        self,
+        number: Number,
+        *,
+        withheld: str | None = None,
+        now: dt.datetime,
+        keep_late: bool = True,
+    ) -> Lookup: ...
+
+    @property
+    def numbering(self) -> _Normaliser: ...
+
+
+class _Normaliser(Protocol):
+    def normalise(self, raw: str | None) -> Number: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebServices:
+    """The running parts the routes use, built by the composition's lifespan."""
+
+    session_factory: sessionmaker[Session]
+    lookup: CardLookup
+    hub: Hub
+    health: Callable[[], Awaitable[Health]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebState:
+    """``app.state.services``: the running parts plus the web's own session machinery."""
+
+    config: WebConfig
+    services: WebServices
+    sessions: SessionCodec
+    login_limiter: LoginLimiter
+
+
+def get_web(conn: HTTPConnection) -> WebState:
+    """The parts of this app, kept on ``app.state`` (no module globals)."""
+    return cast("WebState", conn.app.state.web)

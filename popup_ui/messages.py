@@ -1,0 +1,122 @@
+"""The board's wire vocabulary: every WebSocket message, as pydantic models.
+
+One union keyed on ``type`` (:data:`BoardMessage`) is everything ``/ws`` sends. A
+browser first gets a :class:`BoardSnapshot` (the calls active now, with the board's
+sequence number), then one live message per change, each with the next ``seq``; a
+browser that sees a gap reconnects and gets a fresh snapshot. docs/protocol.md is
+checked against these models (tests/web/test_protocol_doc.py).
+
+Knows calls and cards as data; nothing of SIP, sockets or the database.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, TypeAdapter
+
+from lookup.card import CallerCard
+
+# Times go out with milliseconds and their offset: "2026-11-22T10:31:05.123+09:00".
+Timestamp = Annotated[
+    datetime,
+    PlainSerializer(lambda moment: moment.isoformat(timespec="milliseconds"), return_type=str),
+]
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class CallState(StrEnum):
+    RINGING = "ringing"
+    ANSWERED = "answered"
+    ENDED = "ended"
+
+
+class Caller(_Wire):
+    """Who is calling, normalised once on the call path."""
+
+    number: str | None = Field(description="E.164, or null (withheld, extension, unreadable)")
+    national: str | None = Field(description="as people read it: 03-1234-5678, or 203")
+    raw: str | None = Field(description="as SIP presented it")
+    display_name: str | None
+    withheld: Literal["anonymous", "payphone", "unavailable", "interaction"] | None
+    source: Literal["p-asserted-identity", "remote-party-id", "from"] | None
+
+
+class DialedLine(_Wire):
+    """Which of the office's numbers was called."""
+
+    number: str | None = Field(description="E.164")
+    national: str | None
+    name: str | None = Field(description="the line's name from [numbering.lines]: 代表, FAX")
+
+
+class Call(_Wire):
+    id: str = Field(description="callpop's call id (uuid4 hex)")
+    sip_call_id: str
+    started_at: Timestamp
+    ended_at: Timestamp | None = None
+    state: CallState = CallState.RINGING
+    outcome: Literal["answered_elsewhere", "abandoned", "timeout", "hangup"] | None = None
+    answered_by: str | None = Field(default=None, description="extension, once known")
+    caller: Caller
+    dialed_line: DialedLine | None = None
+
+
+class BoardEntry(_Wire):
+    """One active call as the board holds it: the call and the card it popped with."""
+
+    call: Call
+    card: CallerCard | None
+
+
+class BoardSnapshot(_Wire):
+    """The first message on a connection: every active call, oldest first."""
+
+    type: Literal["board.snapshot"] = "board.snapshot"
+    seq: int = Field(description="the board's sequence number; the next live message has seq+1")
+    calls: list[BoardEntry]
+
+
+class CallRingingMessage(_Wire):
+    type: Literal["call.ringing"] = "call.ringing"
+    seq: int = 0
+    call: Call
+    card: CallerCard
+
+
+class CallUpdatedMessage(_Wire):
+    """The call changed (its card arrived late, …): replace what is shown for its id."""
+
+    type: Literal["call.updated"] = "call.updated"
+    seq: int = 0
+    call: Call
+    card: CallerCard | None = None
+
+
+class CallAnsweredMessage(_Wire):
+    type: Literal["call.answered"] = "call.answered"
+    seq: int = 0
+    call: Call
+
+
+class CallEndedMessage(_Wire):
+    type: Literal["call.ended"] = "call.ended"
+    seq: int = 0
+    call: Call
+
+
+CallMessage = CallRingingMessage | CallUpdatedMessage | CallAnsweredMessage | CallEndedMessage
+BoardMessage = Annotated[
+    BoardSnapshot
+    | CallRingingMessage
+    | CallUpdatedMessage
+    | CallAnsweredMessage
+    | CallEndedMessage,
+    Field(discriminator="type"),
+]
+board_message = TypeAdapter[BoardMessage](BoardMessage)

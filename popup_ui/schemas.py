@@ -1,0 +1,121 @@
+"""Every REST response body, as pydantic models: what ``/docs`` shows.
+
+The WebSocket vocabulary is in :mod:`popup_ui.messages`; the caller card is
+:class:`lookup.card.CallerCard`. Knows nothing of SIP or the database.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lookup.card import StaffRef
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StaffOut(_Out):
+    """A staff member who can log in."""
+
+    id: int
+    login: str
+    name: str
+    furigana: str | None
+    extension: str | None
+    role: Literal["staff", "admin"]
+
+
+class SessionOut(_Out):
+    staff: StaffOut
+
+
+class UiOut(_Out):
+    """The ``[ui]`` settings the browser applies."""
+
+    company_name: str
+    language: Literal["ja", "en"]
+
+
+class PhoneOut(_Out):
+    id: int
+    number: str | None = Field(description="E.164")
+    raw: str | None
+    label: str | None
+    owner_name: str | None
+
+
+class TransactionOut(_Out):
+    id: int
+    date: date
+    title: str
+    amount: int | None = Field(description="yen")
+    memo: str | None
+
+
+class NoteOut(_Out):
+    id: int
+    at: datetime
+    staff_name: str | None
+    body: str
+    call_id: str | None
+
+
+class CustomerOut(_Out):
+    """One customer with every live phone, transaction and note (newest first)."""
+
+    id: int
+    name: str
+    furigana: str | None
+    company: str | None
+    rank: str | None
+    tags: list[str]
+    preferences: str | None
+    memo: str | None
+    birthday: date | None
+    assigned_staff: StaffRef | None
+    phones: list[PhoneOut]
+    transactions: list[TransactionOut]
+    notes: list[NoteOut]
+
+
+# --- /healthz -------------------------------------------------------------------------
+
+
+class SipHealth(_Out):
+    mode: Literal["register", "trunk"]
+    enabled: bool
+    registration: Literal["disabled", "registering", "registered", "failed"]
+    registration_detail: str = Field(description="why, e.g. '401 Unauthorized: …'")
+    local_address: str | None
+    stats: dict[str, int] = Field(description="datagrams and requests counted by the SIP side")
+
+
+class DatabaseHealth(_Out):
+    ok: bool
+    detail: str
+
+
+class HubHealth(_Out):
+    seq: int = Field(description="messages published since start")
+    active_calls: int
+    subscribers: int
+    dropped_subscribers: int = Field(description="browsers dropped for falling behind")
+
+
+class CallLogHealth(_Out):
+    calls: int = Field(description="calls handled since start")
+    record_failures: int = Field(description="call-log writes that failed (logged with the id)")
+    lookup_timeouts: int
+    lookup_failures: int
+
+
+class Health(_Out):
+    status: Literal["ok", "degraded"]
+    sip: SipHealth
+    database: DatabaseHealth
+    hub: HubHealth
+    calls: CallLogHealth
