@@ -1,27 +1,36 @@
 // The staff page: login, the live call board, the WebSocket and notifications.
 //
-// Owns the board's state (calls ringing now, the last RECENT_LIMIT that ended),
+// The board's state and the wire protocol live in board.js (no I/O); this file owns
 // the session round-trips of docs/protocol.md (POST/DELETE /api/session,
-// GET /api/me) and the /ws connection with reconnect and back-off. Cards are drawn
-// by card.js and words come from i18n.js. Data is only ever put in the page as
-// text (see card.js); this file never uses innerHTML.
+// GET /api/me), the /ws connection with reconnect and back-off, and the DOM of the
+// board. Each call has one <article>, keyed by call id, that stays in the page and is
+// replaced only when that call changes, so focus, scroll position and a screen
+// reader's place survive the next call; a new call is announced once through a
+// separate live region. Cards are drawn by card.js and words come from i18n.js.
+// Data is only ever put in the page as text (see card.js); this file never uses
+// innerHTML.
 
 import { applyServerDefault, initLanguage, setLanguage, t, translatePage } from "./i18n.js";
+import { Board, SNAPSHOT } from "./board.js";
 import { callerSummary, renderCall } from "./card.js";
 
-const RECENT_LIMIT = 20;
 const RETRY_BASE_MS = 1000;
 const RETRY_MAX_MS = 30000;
 const COPY_FEEDBACK_MS = 4000;
+// The live region is emptied and filled a moment later, so that the same words
+// twice (the same customer calling back) are announced twice.
+const ANNOUNCE_DELAY_MS = 100;
 // RFC 6455 §7.4.2 application range, as the server uses it (docs/protocol.md).
 const CLOSE_UNAUTHENTICATED = 4401;
+// RFC 6455 §7.4.1: a normal closure; the page leaves to fetch a fresh snapshot.
+const CLOSE_NORMAL = 1000;
+
+const board = new Board();
+const views = new Map(); // call id -> its <article> in #active-list or #recent-list
 
 const state = {
   me: null,
   companyName: "",
-  active: new Map(), // call id -> entry, ringing or answered
-  recent: [], // ended entries, newest first
-  expandedRecent: null, // id of the ended entry shown in full
   conn: "connecting",
   everOpened: false,
   socket: null,
@@ -29,6 +38,8 @@ const state = {
   retryTimer: null,
   running: false, // true between login and logout
   notifications: new Map(), // call id -> Notification
+  announcements: [], // texts waiting for the live region
+  announceTimer: null,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -60,11 +71,14 @@ function showLogin(message) {
   stopSocket();
   state.me = null;
   // Logged out: no customer data may stay in the page.
-  state.active.clear();
-  state.recent = [];
-  state.expandedRecent = null;
+  board.clear();
+  views.clear();
   for (const n of state.notifications.values()) n.close();
   state.notifications.clear();
+  window.clearTimeout(state.announceTimer);
+  state.announceTimer = null;
+  state.announcements = [];
+  $("announcer").replaceChildren();
   $("active-list").replaceChildren();
   $("recent-list").replaceChildren();
   $("board-screen").hidden = true;
@@ -86,7 +100,7 @@ async function showBoard(me) {
   $("boot").hidden = true;
   $("board-screen").hidden = false;
   renderHeader();
-  renderBoard();
+  redrawAll();
   connect();
   await loadUiSettings();
 }
@@ -99,7 +113,7 @@ async function loadUiSettings() {
       state.companyName = typeof data.company_name === "string" ? data.company_name : "";
       if (applyServerDefault(data.language)) {
         translatePage();
-        renderBoard();
+        redrawAll();
       }
       renderHeader();
     }
@@ -153,17 +167,16 @@ function renderNotifyControls() {
 
 const handlers = {
   onSelectCustomer(entry, index) {
-    entry.selected = index;
-    renderBoard();
+    drawCalls(board.select(entry.call.id, index));
   },
   onCopyExtension(entry, ext) {
     const done = (ok) => {
       entry.copyFeedback = { ext, ok };
-      renderBoard();
+      drawCalls([entry.call.id]);
       window.setTimeout(() => {
         if (entry.copyFeedback && entry.copyFeedback.ext === ext) {
           entry.copyFeedback = null;
-          renderBoard();
+          drawCalls([entry.call.id]);
         }
       }, COPY_FEEDBACK_MS);
     };
@@ -177,8 +190,7 @@ const handlers = {
     }
   },
   onToggle(entry) {
-    state.expandedRecent = state.expandedRecent === entry.call.id ? null : entry.call.id;
-    renderBoard();
+    drawCalls(board.toggle(entry.call.id));
   },
 };
 
@@ -186,27 +198,93 @@ function byNewest(a, b) {
   return String(b.call.started_at || "").localeCompare(String(a.call.started_at || ""));
 }
 
-function renderBoard() {
-  const active = [...state.active.values()].sort(byNewest);
-  $("active-list").replaceChildren(...active.map((entry) => renderCall(entry, handlers)));
-  $("board-empty").hidden = active.length > 0;
+function activeEntries() {
+  return [...board.active.values()].sort(byNewest);
+}
 
-  const recent = state.recent.map((entry) => {
-    const full = entry.call.id === state.expandedRecent;
-    const card = renderCall(entry, handlers, { compact: !full });
-    if (full) {
-      card.classList.add("expanded");
-      card.addEventListener("click", () => handlers.onToggle(entry));
+/** The data-key of the control focused inside `element`; null when focus is elsewhere. */
+function focusedKey(element) {
+  const focused = document.activeElement;
+  if (!focused || focused === element || !element.contains(focused)) return null;
+  return focused.dataset.key || "";
+}
+
+/** Focus the control `key` of a redrawn card, else its heading's button. */
+function restoreFocus(element, key) {
+  if (!element) return;
+  for (const selector of [`[data-key="${CSS.escape(key)}"]`, "[data-key=toggle]"]) {
+    const target = element.querySelector(selector);
+    if (!target) continue;
+    target.focus({ preventScroll: true });
+    if (document.activeElement === target) return;
+  }
+}
+
+/** Replace the card of call `id` (or take it away); arrange() puts new ones in place. */
+function drawCall(id) {
+  const where = board.where(id);
+  const old = views.get(id);
+  if (!where) {
+    if (old) old.remove();
+    views.delete(id);
+    return;
+  }
+  const mode = where === "active" ? "full" : board.expanded === id ? "expanded" : "compact";
+  const element = renderCall(board.entry(id), handlers, { mode });
+  // Only a call's first appearance slides in: a redraw of the same call stays still.
+  if (!old && where === "active") element.classList.add("arriving");
+  views.set(id, element);
+  if (!old) return;
+  const list = where === "active" ? $("active-list") : $("recent-list");
+  if (old.parentElement === list) old.replaceWith(element);
+  else old.remove(); // ended: it moves to 最近の着信
+}
+
+/**
+ * Give `list` exactly `elements`, in order, moving only what is out of place: a new
+ * card goes in before the others without taking them out of the page (taking a
+ * focused element out and back loses its focus).
+ */
+function arrange(list, elements) {
+  let cursor = list.firstElementChild;
+  for (const element of elements) {
+    if (element === cursor) {
+      cursor = cursor.nextElementSibling;
+    } else {
+      list.insertBefore(element, cursor);
     }
-    return card;
-  });
-  $("recent-list").replaceChildren(...recent);
-  $("recent-empty").hidden = state.recent.length > 0;
+  }
+  while (cursor) {
+    const next = cursor.nextElementSibling;
+    cursor.remove();
+    cursor = next;
+  }
+}
+
+/** Redraw the calls in `ids` and nothing else; focus inside them stays on its control. */
+function drawCalls(ids) {
+  let refocus = null;
+  for (const id of ids) {
+    const old = views.get(id);
+    const key = old ? focusedKey(old) : null;
+    if (key !== null) refocus = { id, key };
+    drawCall(id);
+  }
+  arrange($("active-list"), activeEntries().map((entry) => views.get(entry.call.id)));
+  arrange($("recent-list"), board.recent.map((entry) => views.get(entry.call.id)));
+  if (refocus) restoreFocus(views.get(refocus.id), refocus.key);
+  $("board-empty").hidden = board.active.size > 0;
+  $("recent-empty").hidden = board.recent.length > 0;
   updateTitle();
 }
 
+/** Every card again, in place (a new language). */
+function redrawAll() {
+  drawCalls([...board.active.keys(), ...board.recent.map((entry) => entry.call.id)]);
+}
+
 function updateTitle() {
-  const ringing = [...state.active.values()].filter((e) => e.call.state === "ringing").sort(byNewest);
+  const ringing = activeEntries().filter((e) => e.call.state === "ringing");
   if (ringing.length === 0) {
     document.title = t("title.idle");
     return;
@@ -214,6 +292,18 @@ function updateTitle() {
   const who = callerSummary(ringing[0]);
   const more = ringing.length > 1 ? `(${ringing.length}) ` : "";
   document.title = more + t("title.ringing", { who });
+}
+
+/** Say a new call once, through the live region (the cards themselves are not live). */
+function announce(text) {
+  state.announcements.push(text);
+  if (state.announceTimer !== null) return;
+  $("announcer").replaceChildren();
+  state.announceTimer = window.setTimeout(() => {
+    state.announceTimer = null;
+    $("announcer").textContent = state.announcements.join(" ");
+    state.announcements = [];
+  }, ANNOUNCE_DELAY_MS);
 }
 
 function notify(entry) {
@@ -257,79 +347,23 @@ function closeNotification(id) {
   }
 }
 
-function endEntry(entry, call) {
-  state.active.delete(call.id);
-  entry.call = call;
-  state.recent = [entry, ...state.recent.filter((e) => e.call.id !== call.id)].slice(0, RECENT_LIMIT);
-  state.expandedRecent = call.id; // the call that just ended is the one people look at
-  closeNotification(call.id);
-}
-
-function handleMessage(message) {
-  if (!message || typeof message !== "object" || !message.call || !message.call.id) return;
-  const call = message.call;
-  const id = call.id;
-  const existing = state.active.get(id);
-  switch (message.type) {
-    case "call.ringing": {
-      if (state.recent.some((e) => e.call.id === id)) return; // its end already arrived
-      if (existing) {
-        // A replay after reconnect, or a repeat: same call, fresh data, no second pop.
-        existing.call = call;
-        if (message.card) existing.card = message.card;
-      } else {
-        const entry = { call, card: message.card || null, selected: 0, copyFeedback: null };
-        state.active.set(id, entry);
-        notify(entry);
-      }
-      break;
-    }
-    case "call.answered":
-    case "call.updated": {
-      const entry = existing || state.recent.find((e) => e.call.id === id);
-      if (!entry) return;
-      entry.call = { ...entry.call, ...call };
-      if (message.card) entry.card = message.card;
-      if (entry.call.state === "ended" && existing) endEntry(existing, entry.call);
-      break;
-    }
-    case "call.ended": {
-      if (existing) {
-        endEntry(existing, call);
-      } else if (!state.recent.some((e) => e.call.id === id)) {
-        endEntry({ call, card: null, selected: 0, copyFeedback: null }, call);
-      } else {
-        return;
-      }
-      break;
-    }
-    default:
-      return;
-  }
-  renderBoard();
-}
-
-// Calls we showed as ringing before a reconnect whose end we missed while offline.
-async function reconcile(knownBefore) {
-  if (knownBefore.length === 0) return;
-  let response;
-  try {
-    response = await api("GET", "/api/calls/active");
-  } catch {
+function handleMessage(socket, message) {
+  const change = board.receive(message);
+  if (change.resync) {
+    resync(socket, change.resync);
     return;
   }
-  if (response.status !== 200 || !response.data) return;
-  const items = Array.isArray(response.data) ? response.data : response.data.calls || [];
-  const stillActive = new Set(items.map((item) => (item.call ? item.call.id : item.id)));
-  let changed = false;
-  for (const id of knownBefore) {
-    const entry = state.active.get(id);
-    if (entry && !stillActive.has(id)) {
-      endEntry(entry, { ...entry.call, state: "ended", outcome: null });
-      changed = true;
-    }
+  if (message.type === SNAPSHOT) {
+    state.retries = 0; // in sync again: the next outage starts its back-off afresh
+    setConn("open");
   }
-  if (changed) renderBoard();
+  for (const id of change.ended) closeNotification(id);
+  drawCalls(change.changed);
+  const fresh = change.fresh.map((id) => board.entry(id)).filter(Boolean);
+  for (const entry of fresh) notify(entry);
+  if (fresh.length > 0) {
+    announce(fresh.map((entry) => t("announce.ringing", { who: callerSummary(entry) })).join(" "));
+  }
 }
 
 // --- WebSocket ------------------------------------------------------------------------
@@ -344,11 +378,9 @@ function connect() {
   state.socket = socket;
   socket.addEventListener("open", () => {
     if (state.socket !== socket) return;
-    const knownBefore = [...state.active.keys()];
     state.everOpened = true;
-    state.retries = 0;
-    setConn("open");
-    reconcile(knownBefore);
+    // 接続中 only once the snapshot is in: until then the board may be behind.
+    board.connectionOpened();
   });
   socket.addEventListener("message", (event) => {
     if (state.socket !== socket) return;
@@ -356,9 +388,9 @@ function connect() {
     try {
       message = JSON.parse(event.data);
     } catch {
-      return;
+      message = null; // not JSON: handled as a message the board cannot place
     }
-    handleMessage(message);
+    handleMessage(socket, message);
   });
   socket.addEventListener("close", (event) => {
     if (state.socket !== socket) return;
@@ -386,6 +418,18 @@ async function afterClose(code) {
   } catch {
     // server unreachable: keep retrying
   }
+  scheduleReconnect();
+}
+
+/** The board missed or doubted a message: leave, and let the next snapshot re-sync it. */
+function resync(socket, reason) {
+  if (state.socket !== socket) return;
+  console.warn(`callpop: ${reason}; reconnecting for a fresh board.snapshot`);
+  state.socket = null;
+  socket.close(CLOSE_NORMAL, "resync");
+  setConn("reconnecting");
+  // The back-off grows until a snapshot arrives, so a server that keeps confusing
+  // the board is not hammered.
   scheduleReconnect();
 }
 
@@ -468,8 +512,22 @@ function onLanguage(event) {
   setLanguage(lang);
   translatePage();
   renderHeader();
-  if (state.running) renderBoard();
+  if (state.running) redrawAll();
   else document.title = t("title.idle");
+}
+
+// Escape closes the ended call shown in full, from inside it or from nowhere in
+// particular; focus inside it goes back to its heading's button.
+function onEscape(event) {
+  if (event.key !== "Escape" || !state.running || board.expanded === null) return;
+  const card = views.get(board.expanded);
+  const focused = document.activeElement;
+  const inside = Boolean(card && focused && card.contains(focused));
+  if (!inside && focused && focused !== document.body && !$("recent-list").contains(focused)) return;
+  event.preventDefault();
+  const id = board.expanded;
+  drawCalls(board.collapse());
+  if (inside) restoreFocus(views.get(id), "toggle");
 }
 
 async function start() {
@@ -482,6 +540,7 @@ async function start() {
   for (const button of document.querySelectorAll(".lang")) {
     button.addEventListener("click", onLanguage);
   }
+  document.addEventListener("keydown", onEscape);
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden) {
       for (const n of state.notifications.values()) n.close();

@@ -7,7 +7,7 @@
 // not sockets, sessions or the board's ordering.
 
 import { language, t } from "./i18n.js";
-import { displayNumber, formatDate, formatTime, formatYen } from "./format.js";
+import { dialedLine, displayNumber, formatDate, formatTime, formatYen } from "./format.js";
 
 /** createElement with a class list, text and attributes; children appended. */
 export function el(tag, options = {}, children = []) {
@@ -45,8 +45,9 @@ const OUTCOME_KEYS = {
   hangup: "outcome.hangup",
 };
 
-/** The reason an ended call shows, e.g. 他の人が応答しました. */
+/** The reason an ended call shows, e.g. 他の人が応答しました; "" when it is not known. */
 export function outcomeText(outcome) {
+  if (!outcome) return ""; // ended while the page was disconnected: claim nothing
   return t(OUTCOME_KEYS[outcome] || "outcome.gone");
 }
 
@@ -88,8 +89,9 @@ export function callerSummary(entry) {
 function stateChip(entry) {
   const call = entry.call || {};
   if (call.state === "ended") {
+    if (!call.outcome) return null;
     return el("span", {
-      className: `chip chip-ended outcome-${call.outcome || "gone"}`,
+      className: `chip chip-ended outcome-${call.outcome}`,
       text: outcomeText(call.outcome),
       attrs: { "data-testid": "outcome" },
     });
@@ -106,15 +108,50 @@ function stateChip(entry) {
   ]);
 }
 
-function topLine(entry) {
+/**
+ * The card's first row: state, times and the office line that was called. For an
+ * ended call (disclosure set) the row is the heading's button that opens and closes
+ * the details; nothing interactive sits inside it (the copy button is outside).
+ */
+function topLine(entry, disclosure) {
   const call = entry.call || {};
   const caller = call.caller || {};
-  const meta = el("div", { className: "card-meta" }, [stateChip(entry)]);
+  const meta = el("span", { className: "card-meta" }, [stateChip(entry)]);
   if (call.started_at) {
     meta.append(el("span", { className: "time", text: t("call.at", { time: formatTime(call.started_at) }) }));
   }
   if (call.state === "ended" && call.ended_at) {
     meta.append(el("span", { className: "time ended-time", text: t("call.endedAt", { time: formatTime(call.ended_at) }) }));
+  }
+  const line = dialedLine(call);
+  if (line) {
+    meta.append(
+      el("span", { className: "dialed-line", text: t("call.line", { line }), attrs: { "data-testid": "dialed-line" } }),
+    );
+  }
+  let head = meta;
+  if (disclosure) {
+    const button = el(
+      "button",
+      {
+        className: "card-toggle",
+        attrs: {
+          type: "button",
+          "aria-expanded": disclosure.expanded ? "true" : "false",
+          "aria-controls": disclosure.controls,
+          "data-key": "toggle",
+          "data-testid": "card-toggle",
+        },
+      },
+      [
+        // Who called, for the button's name; the eye reads it in the card below.
+        el("span", { className: "visually-hidden", text: `${callerSummary(entry)} ` }),
+        meta,
+        el("span", { className: "chevron", attrs: { "aria-hidden": "true" } }),
+      ],
+    );
+    button.addEventListener("click", disclosure.onToggle);
+    head = el("h3", { className: "card-heading" }, [button]);
   }
   const side = el("div", { className: "card-caller" });
   const status = entry.card ? entry.card.status : null;
@@ -139,7 +176,7 @@ function topLine(entry) {
       }),
     );
   }
-  return el("header", { className: "card-top" }, [meta, side]);
+  return el("header", { className: "card-top" }, [head, side]);
 }
 
 function badges(customer) {
@@ -167,7 +204,7 @@ function badges(customer) {
   return row.childElementCount ? row : null;
 }
 
-function assignedPanel(entry, customer, handlers) {
+function assignedPanel(entry, customer, handlers, { compact }) {
   const staff = customer.assigned_staff;
   if (!staff) {
     return el("div", { className: "assigned none", text: t("customer.noAssigned") });
@@ -182,7 +219,7 @@ function assignedPanel(entry, customer, handlers) {
         : t("customer.assigned", { name: staff.name }),
     }),
   );
-  if (ext) {
+  if (ext && !compact) {
     // No PBX transfer yet: say what to do and offer the extension to copy, nothing more.
     const hint = el("div", { className: "transfer" }, [
       el("span", { className: "transfer-hint", text: t("transfer.hint", { ext }) }),
@@ -190,12 +227,9 @@ function assignedPanel(entry, customer, handlers) {
     const button = el("button", {
       className: "copy-ext",
       text: t("transfer.copy"),
-      attrs: { type: "button", "data-ext": ext },
+      attrs: { type: "button", "data-ext": ext, "data-key": "copy" },
     });
-    button.addEventListener("click", (event) => {
-      event.stopPropagation();
-      handlers.onCopyExtension(entry, ext);
-    });
+    button.addEventListener("click", () => handlers.onCopyExtension(entry, ext));
     hint.append(button);
     if (entry.copyFeedback && entry.copyFeedback.ext === ext) {
       hint.append(
@@ -283,30 +317,28 @@ function history(customer) {
   return el("div", { className: "histories" }, [transactions, notes]);
 }
 
-function picker(entry, list, handlers) {
+/** Several customers on one number (a family landline): toggle buttons, one pressed. */
+function picker(entry, list, handlers, idBase) {
+  const titleId = `${idBase}-picker`;
   const box = el("div", { className: "picker", attrs: { "data-testid": "picker" } }, [
-    el("div", { className: "picker-title", text: t("customer.family", { count: list.length }) }),
+    el("div", { className: "picker-title", text: t("customer.family", { count: list.length }), attrs: { id: titleId } }),
   ]);
-  const buttons = el("div", { className: "picker-list", attrs: { role: "tablist" } });
+  const buttons = el("div", { className: "picker-list", attrs: { role: "group", "aria-labelledby": titleId } });
   list.forEach((customer, index) => {
     const chosen = index === (entry.selected || 0);
-    const label = [t("honorific", { name: customer.name })];
     const extra = customer.phone_owner || customer.company || customer.phone_label;
     const button = el(
       "button",
       {
         className: chosen ? "pick chosen" : "pick",
-        attrs: { type: "button", role: "tab", "aria-selected": chosen ? "true" : "false" },
+        attrs: { type: "button", "aria-pressed": chosen ? "true" : "false", "data-key": `pick-${index}` },
       },
       [
-        el("span", { className: "pick-name", text: label[0] }),
+        el("span", { className: "pick-name", text: t("honorific", { name: customer.name }) }),
         extra ? el("span", { className: "pick-extra", text: extra }) : null,
       ],
     );
-    button.addEventListener("click", (event) => {
-      event.stopPropagation();
-      handlers.onSelectCustomer(entry, index);
-    });
+    button.addEventListener("click", () => handlers.onSelectCustomer(entry, index));
     buttons.append(button);
   });
   box.append(buttons);
@@ -327,7 +359,7 @@ function customerBody(entry, customer, handlers, { compact }) {
   if (customer.company) who.append(el("div", { className: "company", text: customer.company }));
   const body = el("div", { className: "card-body matched" }, [
     el("div", { className: "identity" }, [who, badges(customer)]),
-    assignedPanel(entry, customer, handlers),
+    assignedPanel(entry, customer, handlers, { compact }),
   ]);
   if (!compact) {
     body.append(facts(customer));
@@ -375,60 +407,70 @@ function statusBody(entry) {
     body.append(bigNumber(number || t("status.noNumber")));
     return body;
   }
-  // unknown, or a call we only know from its end (no card).
+  if (!card) {
+    // No card yet (or a call we only know from its end): the number, no claim about it.
+    body.append(bigNumber(number || t("status.noNumber")));
+    return body;
+  }
   body.append(el("div", { className: "headline unknown", text: t("status.unknown") }));
   body.append(bigNumber(number || t("status.noNumber")));
-  if (card) {
-    const previous = el("div", { className: "previous" });
-    if (card.previous_calls > 0) {
-      previous.append(el("span", { text: t("previous.count", { count: card.previous_calls }) }));
-      if (card.last_call_at) {
-        previous.append(el("span", { text: `, ${t("previous.last", { date: formatDate(card.last_call_at) })}` }));
-      }
-    } else {
-      previous.append(el("span", { text: t("previous.none") }));
+  const previous = el("div", { className: "previous" });
+  if (card.previous_calls > 0) {
+    previous.append(el("span", { text: t("previous.count", { count: card.previous_calls }) }));
+    if (card.last_call_at) {
+      previous.append(el("span", { text: `, ${t("previous.last", { date: formatDate(card.last_call_at) })}` }));
     }
-    body.append(previous);
+  } else {
+    previous.append(el("span", { text: t("previous.none") }));
   }
+  body.append(previous);
   return body;
 }
 
 /**
  * The card for one board entry {call, card, selected, copyFeedback}.
  * handlers: {onSelectCustomer(entry, index), onCopyExtension(entry, ext), onToggle(entry)}.
- * compact: the short form for older entries in 最近の着信.
+ * mode: "full" for an active call; "compact" (the short form) or "expanded" for an
+ * ended one in 最近の着信, which opens and closes with its heading's button.
+ * Focusable controls carry data-key, stable across redraws of the same call, so the
+ * page can give focus back to the same control in the new card.
  */
-export function renderCall(entry, handlers, { compact = false } = {}) {
+export function renderCall(entry, handlers, { mode = "full" } = {}) {
   const call = entry.call || {};
   const state = call.state || "ringing";
   const status = entry.card ? entry.card.status : "none";
+  const compact = mode === "compact";
+  const idBase = `call-${call.id}`;
   const article = el("article", {
-    className: `call-card state-${state} card-${status}${compact ? " compact" : ""}`,
+    className: `call-card state-${state} card-${status} mode-${mode}${compact ? " compact" : ""}`,
     attrs: { "data-call-id": call.id, "data-state": state, "data-testid": "call-card" },
   });
-  article.append(topLine(entry));
-  if (state === "ended") {
-    article.append(
-      el("div", { className: `ended-banner outcome-${call.outcome || "gone"}`, text: outcomeText(call.outcome) }),
+  const details = el("div", { className: "card-details", attrs: { id: `${idBase}-details` } });
+  const disclosure =
+    mode === "full"
+      ? null
+      : { expanded: !compact, controls: details.id, onToggle: () => handlers.onToggle(entry) };
+  article.append(topLine(entry, disclosure), details);
+  if (state === "ended" && call.outcome) {
+    details.append(
+      el("div", { className: `ended-banner outcome-${call.outcome}`, text: outcomeText(call.outcome) }),
     );
   }
   const list = customers(entry.card);
   if (status === "matched" && list.length > 0) {
-    if (list.length > 1 && !compact) article.append(picker(entry, list, handlers));
-    article.append(customerBody(entry, selectedCustomer(entry), handlers, { compact }));
+    if (list.length > 1 && !compact) details.append(picker(entry, list, handlers, idBase));
+    details.append(customerBody(entry, selectedCustomer(entry), handlers, { compact }));
   } else {
-    article.append(statusBody(entry));
+    details.append(statusBody(entry));
   }
-  if (compact) {
-    article.setAttribute("tabindex", "0");
-    article.setAttribute("role", "button");
-    article.setAttribute("aria-expanded", "false");
-    article.addEventListener("click", () => handlers.onToggle(entry));
-    article.addEventListener("keydown", (event) => {
-      if (event.key === "Enter" || event.key === " ") {
-        event.preventDefault();
-        handlers.onToggle(entry);
-      }
+  if (disclosure) {
+    // A pointer shortcut: a click on the card's text does what its heading button does.
+    // Keyboards and screen readers use the button; controls inside keep their own click.
+    article.addEventListener("click", (event) => {
+      if (event.target.closest("button, a, input, select, textarea, label")) return;
+      const selection = window.getSelection();
+      if (selection && !selection.isCollapsed) return; // selecting text, not opening
+      handlers.onToggle(entry);
     });
   }
   return article;

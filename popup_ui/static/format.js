@@ -3,7 +3,8 @@
 // Dates are always YYYY-MM-DD and times HH:MM in Asia/Tokyo, computed by hand
 // instead of with toLocaleString/Intl, whose output depends on the browser's
 // locale data. Japan has kept UTC+9 without daylight saving since 1951, so a fixed
-// offset is exact. Money is ¥ with comma groups. Nothing here touches the DOM.
+// offset is exact. Money is ¥ with comma groups. Which number of a call to show
+// (the caller's, the office line's) is decided here too. Nothing here touches the DOM.
 
 const TOKYO_OFFSET_MS = 9 * 60 * 60 * 1000;
 const DATE_ONLY = /^(\d{4})-(\d{2})-(\d{2})$/;
@@ -63,4 +64,11 @@ export function displayNumber(call, card) {
     caller.number ||
     ""
   );
+}
+
+/** The office line a call came in on: its name (代表), else its number; "" if unknown. */
+export function dialedLine(call) {
+  const line = call && call.dialed_line;
+  if (!line || typeof line !== "object") return "";
+  return line.name || line.national || line.number || "";
 }

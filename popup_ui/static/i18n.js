@@ -9,7 +9,6 @@ export const LANGUAGES = ["ja", "en"];
 
 const STRINGS = {
   ja: {
-    "app.title": "callpop 着信ボード",
     "login.heading": "ログイン",
     "login.login": "ログインID",
     "login.password": "パスワード",
@@ -35,6 +34,7 @@ const STRINGS = {
     "notify.denied": "通知はブラウザでブロックされています",
     "notify.on": "デスクトップ通知: オン",
     "notify.title": "着信: {who}",
+    "announce.ringing": "着信: {who}",
     "title.ringing": "着信: {who}",
     "title.idle": "着信ボード — callpop",
     "call.at": "{time} 着信",
@@ -88,7 +88,6 @@ const STRINGS = {
     "outcome.gone": "着信は終了しました",
   },
   en: {
-    "app.title": "callpop call board",
     "login.heading": "Log in",
     "login.login": "Login ID",
     "login.password": "Password",
@@ -114,6 +113,7 @@ const STRINGS = {
     "notify.denied": "Notifications are blocked in this browser",
     "notify.on": "Desktop notifications: on",
     "notify.title": "Call: {who}",
+    "announce.ringing": "Call: {who}",
     "title.ringing": "Call: {who}",
     "title.idle": "Call board — callpop",
     "call.at": "Rang {time}",

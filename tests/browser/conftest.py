@@ -51,6 +51,7 @@ XSS_NUMBER = "06-6000-1234"
 XSS_E164 = "+81660001234"
 
 START_DEADLINE = 45.0  # seconds for the service to answer /healthz on a busy 2-core box
+RING_TIMEOUT_MS = 20_000  # a pop normally takes well under a second; this is a busy-CI bound
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -183,7 +184,10 @@ class Dialer:
         answered_elsewhere: bool = False,
         withheld: str | None = None,
         name: str | None = None,
+        line: str | None = None,
     ) -> subprocess.Popen[str]:
+        """Ring ``number``; ``line`` is the office number dialled (the demo names
+        03-3555-0100 「代表」)."""
         args = [
             *callpop_command(),
             "call",
@@ -199,6 +203,8 @@ class Dialer:
             args += ["--withheld", withheld]
         if name:
             args += ["--name", name]
+        if line:
+            args += ["--line", line]
         proc = subprocess.Popen(
             args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO
         )
@@ -341,3 +347,13 @@ def board(page: Any, service: Service) -> Any:
     """A page logged in on the board with the WebSocket connected."""
     log_in(page, service)
     return page
+
+
+def ringing_card(page: Any, text: str) -> Any:
+    """The card of an active (ringing) call showing ``text``."""
+    return page.locator("[data-testid=call-card][data-state=ringing]", has_text=text)
+
+
+def ended_card(page: Any, text: str) -> Any:
+    """The card in 最近の着信 of an ended call showing ``text``."""
+    return page.locator("#recent-list [data-testid=call-card][data-state=ended]", has_text=text)

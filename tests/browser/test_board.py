@@ -19,19 +19,18 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import XSS_NAME, XSS_NUMBER, Dialer, Service, log_in
+from tests.browser.conftest import (
+    RING_TIMEOUT_MS,
+    XSS_NAME,
+    XSS_NUMBER,
+    Dialer,
+    Service,
+    ended_card,
+    log_in,
+    ringing_card,
+)
 
 pytestmark = pytest.mark.browser
-
-RING_TIMEOUT_MS = 20_000  # a pop normally takes well under a second; this is a busy-CI bound
-
-
-def ringing_card(page: Any, text: str) -> Any:
-    return page.locator("[data-testid=call-card][data-state=ringing]", has_text=text)
-
-
-def ended_card(page: Any, text: str) -> Any:
-    return page.locator("#recent-list [data-testid=call-card][data-state=ended]", has_text=text)
 
 
 # --- login ------------------------------------------------------------------------
@@ -129,7 +128,7 @@ def test_call_pops_the_customer_card_survives_reload_and_greys_out(
     assert re.search(r"\d{4}-\d{2}-\d{2}\s+雨漏り修繕", text), text
     assert board.title() == "着信: 山田 太郎 様"
 
-    # A reload while it rings: the server replays the active call; the card is back.
+    # A reload while it rings: the new connection's snapshot brings the card back.
     board.reload()
     board.locator("#conn-status[data-state=open]").wait_for()
     card = ringing_card(board, "山田 太郎")
@@ -272,15 +271,48 @@ def test_shared_number_offers_a_pick_list(board: Any, dial: Dialer) -> None:
     card.wait_for(timeout=RING_TIMEOUT_MS)
     picker = card.locator("[data-testid=picker]")
     assert "この番号のお客様: 2名" in picker.inner_text()
-    names = picker.get_by_role("tab").all_inner_texts()
-    assert any("田中 一郎" in n for n in names) and any("田中 和子" in n for n in names)
+    # Toggle buttons in a labelled group, not tabs without tab panels.
+    assert picker.locator("[role=tab], [role=tablist]").count() == 0
+    assert picker.get_by_role("group", name="この番号のお客様: 2名").count() == 1
+    ichiro = picker.get_by_role("button", name=re.compile("田中 一郎"))
+    kazuko = picker.get_by_role("button", name=re.compile("田中 和子"))
+    assert ichiro.get_attribute("aria-pressed") == "true"
+    assert kazuko.get_attribute("aria-pressed") == "false"
 
-    card.get_by_role("tab", name=re.compile("田中 和子")).click()
+    kazuko.click()
     name = card.locator("[data-testid=customer-name] .name-text")
     assert name.inner_text() == "田中 和子"
-    card.get_by_role("tab", name=re.compile("田中 一郎")).click()
+    assert kazuko.get_attribute("aria-pressed") == "true"
+    assert ichiro.get_attribute("aria-pressed") == "false"
+    # The card was drawn again, and the keyboard is still on the button just pressed.
+    assert "田中 和子" in board.evaluate("document.activeElement.innerText")
+
+    ichiro.focus()
+    board.keyboard.press("Space")
     assert name.inner_text() == "田中 一郎"
+    assert ichiro.get_attribute("aria-pressed") == "true"
+    assert kazuko.get_attribute("aria-pressed") == "false"
     dial.finish(call)
+
+
+def test_every_card_shows_the_office_line_that_was_called(board: Any, dial: Dialer) -> None:
+    # The demo names 03-3555-0100 「代表」 in [numbering.lines].
+    call = dial.call("03-1234-5678", ring_seconds=4, line="03-3555-0100")
+    card = ringing_card(board, "山田 太郎")
+    card.wait_for(timeout=RING_TIMEOUT_MS)
+    assert card.locator("[data-testid=dialed-line]").inner_text() == "着信回線: 代表"
+
+    dial.finish(call)
+    ended = ended_card(board, "山田 太郎")
+    ended.wait_for(timeout=RING_TIMEOUT_MS)
+    assert ended.locator("[data-testid=dialed-line]").inner_text() == "着信回線: 代表"
+    # Closed to its short form, it still says which line rang.
+    ended.locator("[data-testid=card-toggle]").click()
+    assert "compact" in (ended.get_attribute("class") or "")
+    assert ended.locator("[data-testid=dialed-line]").inner_text() == "着信回線: 代表"
+
+    board.get_by_role("button", name="English").first.click()
+    assert ended.locator("[data-testid=dialed-line]").inner_text() == "Line: 代表"
 
 
 def test_copy_extension_puts_it_on_the_clipboard(board: Any, dial: Dialer) -> None:

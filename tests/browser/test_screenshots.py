@@ -67,7 +67,9 @@ def test_screenshots(new_page: Any, fresh_service: Service) -> None:
         ended(ja, "非通知")
         ended(en, "Withheld")
 
-        call = dialer.call("03-1234-5678", ring_seconds=12, name="ヤマダ タロウ")
+        call = dialer.call(
+            "03-1234-5678", ring_seconds=12, name="ヤマダ タロウ", line="03-3555-0100"
+        )
         for page in (ja, en):
             page.locator(
                 "[data-testid=call-card][data-state=ringing]", has_text="山田 太郎"

@@ -1,0 +1,232 @@
+// The board's state and the /ws wire protocol (docs/protocol.md), without I/O.
+//
+// Owns which calls are active (ringing or answered), the last RECENT_LIMIT that
+// ended, which ended call is shown in full, and the message sequence of the current
+// connection. `receive(message)` applies one WebSocket message and answers what
+// changed; it never touches the DOM, a socket, a timer or the clock, so the page
+// (app.js) decides how to draw, pop and reconnect, and a test can feed it messages.
+//
+// Theory of operation. A connection starts with one `board.snapshot` {seq, calls}:
+// every call active at seq, oldest first. It replaces the active set; a call this
+// page showed as active that is not in it ended while we were away (outcome
+// unknown). Every later message carries seq = previous + 1. Anything else — a gap,
+// a repeat, a call message before the snapshot — means this page missed something:
+// `receive` answers `resync` and changes nothing; the page closes the socket and
+// the next connection's snapshot puts it right.
+
+export const RECENT_LIMIT = 20;
+
+export const SNAPSHOT = "board.snapshot";
+
+// (message type, where the board has the call) -> action. A pair that is missing
+// contradicts what the board knows (every active call came in the snapshot or a
+// later call.ringing), so the page resyncs instead of guessing.
+const TRANSITIONS = {
+  "call.ringing": { none: "add", active: "update" },
+  "call.answered": { active: "update" },
+  // Unknown: it ended and left the recent list, or ended before this page connected.
+  "call.updated": { none: "ignore", active: "update", recent: "update" },
+  // Unknown: it ended before its ringing reached us; show it as a call we only know
+  // from its end.
+  "call.ended": { none: "addEnded", active: "end", recent: "update" },
+};
+
+function newEntry(call, card) {
+  return { call, card: card || null, selected: 0, copyFeedback: null };
+}
+
+/** What one message changed; `resync` is a reason string when the page must reconnect. */
+function outcome() {
+  return { changed: new Set(), fresh: [], ended: [], resync: null };
+}
+
+export class Board {
+  constructor({ recentLimit = RECENT_LIMIT } = {}) {
+    this.recentLimit = recentLimit;
+    this.active = new Map(); // call id -> entry {call, card, selected, copyFeedback}
+    this.recent = []; // ended entries, newest end first
+    this.expanded = null; // id of the ended entry shown in full
+    this.seq = null; // last seq applied on this connection; null until its snapshot
+  }
+
+  /** A new connection: it must start with a snapshot. */
+  connectionOpened() {
+    this.seq = null;
+  }
+
+  /** Forget every call (logout: no customer data may stay in the page). */
+  clear() {
+    this.active.clear();
+    this.recent = [];
+    this.expanded = null;
+    this.seq = null;
+  }
+
+  /** "active", "recent" or null. */
+  where(id) {
+    if (this.active.has(id)) return "active";
+    if (this.recent.some((e) => e.call.id === id)) return "recent";
+    return null;
+  }
+
+  entry(id) {
+    return this.active.get(id) || this.recent.find((e) => e.call.id === id) || null;
+  }
+
+  /** Apply one parsed WebSocket message. */
+  receive(message) {
+    const result = outcome();
+    if (!message || typeof message !== "object") {
+      result.resync = "a message that is not a JSON object";
+      return result;
+    }
+    if (message.type === SNAPSHOT) {
+      if (!Number.isInteger(message.seq) || !Array.isArray(message.calls)) {
+        result.resync = "a malformed board.snapshot";
+        return result;
+      }
+      this.seq = message.seq;
+      this.applySnapshot(message.calls, result);
+      return result;
+    }
+    if (this.seq === null) {
+      result.resync = `${message.type} before board.snapshot`;
+      return result;
+    }
+    if (message.seq !== this.seq + 1) {
+      result.resync = `seq ${message.seq ?? "missing"} after ${this.seq}`;
+      return result;
+    }
+    const table = TRANSITIONS[message.type];
+    if (!table) {
+      // A type this page does not know yet: it counts in seq, there is nothing to show.
+      this.seq = message.seq;
+      return result;
+    }
+    const call = message.call;
+    if (!call || typeof call !== "object" || !call.id) {
+      result.resync = `${message.type} without a call id`;
+      return result;
+    }
+    const where = this.where(call.id) || "none";
+    const action = table[where];
+    if (!action) {
+      result.resync = `${message.type} for a call that is ${where === "none" ? "unknown" : where}`;
+      return result;
+    }
+    this.seq = message.seq;
+    this[action](call, message.card, result);
+    return result;
+  }
+
+  // --- actions of TRANSITIONS ------------------------------------------------------
+
+  add(call, card, result) {
+    this.active.set(call.id, newEntry(call, card));
+    result.changed.add(call.id);
+    result.fresh.push(call.id);
+  }
+
+  update(call, card, result) {
+    const entry = this.entry(call.id);
+    entry.call = call;
+    if (card) entry.card = card; // call.updated without a card keeps the one shown
+    result.changed.add(call.id);
+    if (call.state === "ended" && this.active.has(call.id)) this.end(call, null, result);
+  }
+
+  end(call, card, result) {
+    const entry = this.active.get(call.id);
+    this.active.delete(call.id);
+    entry.call = call;
+    if (card) entry.card = card;
+    this.pushRecent(entry, result);
+    // The call that just ended is the one people look at.
+    this.setExpanded(call.id, result);
+    result.ended.push(call.id);
+  }
+
+  addEnded(call, card, result) {
+    this.pushRecent(newEntry(call, card), result);
+    this.setExpanded(call.id, result);
+  }
+
+  ignore() {}
+
+  // --- snapshot ----------------------------------------------------------------------
+
+  applySnapshot(items, result) {
+    const now = new Set();
+    for (const item of items) {
+      const call = item && item.call;
+      if (!call || !call.id) continue;
+      now.add(call.id);
+      const where = this.where(call.id);
+      if (where === "active") {
+        const entry = this.active.get(call.id);
+        entry.call = call;
+        if (item.card) entry.card = item.card;
+      } else {
+        // New to this page, or (after an earlier snapshot guessed wrong) back from recent.
+        const old = where === "recent" ? this.entry(call.id) : null;
+        if (old) this.recent = this.recent.filter((e) => e !== old);
+        if (old && this.expanded === call.id) this.expanded = null;
+        const entry = old || newEntry(call, item.card);
+        entry.call = call;
+        if (item.card) entry.card = item.card;
+        this.active.set(call.id, entry);
+        if (!old && call.state === "ringing") result.fresh.push(call.id);
+      }
+      result.changed.add(call.id);
+    }
+    for (const [id, entry] of [...this.active]) {
+      if (now.has(id)) continue;
+      // Ended while we were disconnected: how, we cannot know, so no outcome is claimed.
+      this.active.delete(id);
+      entry.call = { ...entry.call, state: "ended", outcome: null, ended_at: null };
+      this.pushRecent(entry, result);
+      result.ended.push(id);
+    }
+  }
+
+  // --- ended calls -------------------------------------------------------------------
+
+  pushRecent(entry, result) {
+    this.recent = [entry, ...this.recent.filter((e) => e.call.id !== entry.call.id)];
+    for (const dropped of this.recent.splice(this.recentLimit)) {
+      result.changed.add(dropped.call.id);
+      if (this.expanded === dropped.call.id) this.expanded = null;
+    }
+    result.changed.add(entry.call.id);
+  }
+
+  setExpanded(id, result) {
+    if (this.expanded === id) return;
+    if (this.expanded !== null) result.changed.add(this.expanded);
+    this.expanded = id;
+    if (id !== null) result.changed.add(id);
+  }
+
+  /** Open or close an ended call's details; the ids to redraw. */
+  toggle(id) {
+    const result = outcome();
+    if (this.where(id) !== "recent") return result.changed;
+    this.setExpanded(this.expanded === id ? null : id, result);
+    return result.changed;
+  }
+
+  /** Close the expanded ended call; the ids to redraw. */
+  collapse() {
+    const result = outcome();
+    this.setExpanded(null, result);
+    return result.changed;
+  }
+
+  /** Show the index-th customer of a number several customers share. */
+  select(id, index) {
+    const entry = this.entry(id);
+    if (!entry) return new Set();
+    entry.selected = index;
+    return new Set([id]);
+  }
+}
