@@ -1,4 +1,5 @@
-"""The database schema: staff, customers and their phones, transactions, notes, calls.
+"""The database schema: staff and their login sessions, customers and their phones,
+transactions, notes, calls.
 
 SQLAlchemy 2 typed models. Every relationship is ``lazy="raise"``: a query says
 what it loads, so the caller lookup stays one indexed query path however the
@@ -109,6 +110,30 @@ class Staff(Timestamped, Base):
     role: Mapped[str] = mapped_column(String(16), default="staff")
     password_hash: Mapped[str] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(default=True)
+
+
+class StaffSession(Base):
+    """A login: the server side of one browser's session cookie.
+
+    The cookie holds a random token; only its SHA-256 is stored (``token_hash``), so a
+    copy of the database opens no sessions. A session is live while ``ended_at`` is
+    NULL and ``expires_at`` is in the future; ending it (logout, expiry, deactivation,
+    password change) sets ``ended_at`` and ``end_reason`` and keeps the row for the record.
+    """
+
+    __tablename__ = "sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    staff_id: Mapped[int] = mapped_column(ForeignKey("staff.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column()
+    last_seen: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    # logout | expired | deactivated | password | replaced; NULL while live.
+    end_reason: Mapped[str | None] = mapped_column(String(16), default=None)
+
+    staff: Mapped[Staff] = relationship(lazy="raise")
 
 
 class Customer(Timestamped, SoftDeleted, Base):
@@ -229,7 +254,8 @@ class Call(Timestamped, Base):
     started_at: Mapped[dt.datetime] = mapped_column()
     ended_at: Mapped[dt.datetime | None] = mapped_column()
     state: Mapped[str] = mapped_column(String(16), default="ringing")  # ringing|answered|ended
-    # answered_elsewhere | abandoned | timeout | hangup; NULL while ringing.
+    # answered_elsewhere | abandoned | timeout | hangup | interrupted (closed at start-up after
+    # a crash); NULL while ringing.
     outcome: Mapped[str | None] = mapped_column(String(32))
     answered_by: Mapped[str | None] = mapped_column(String(16))  # extension
     customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id", ondelete="SET NULL"))
@@ -245,6 +271,7 @@ __all__ = [
     "Note",
     "Staff",
     "StaffRole",
+    "StaffSession",
     "Transaction",
     "UTCDateTime",
     "utcnow",

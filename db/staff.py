@@ -1,7 +1,8 @@
-"""Staff accounts: creating them and checking a login's password.
+"""Staff accounts: creating them, checking a login's password, changing it, deactivating.
 
-Owns the password hashing (argon2id via argon2-cffi's ``PasswordHasher``). Knows
-nothing of HTTP sessions or cookies; ``popup_ui.auth`` calls these.
+Owns the password hashing (argon2id via argon2-cffi's ``PasswordHasher``). A password
+change or a deactivation ends every session of that person (``db.sessions``). Knows
+nothing of HTTP or cookies; ``popup_ui.auth`` and the CLI call these.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db.models import Staff, StaffRole
+from db.models import Staff, StaffRole, utcnow
+from db.sessions import end_staff_sessions
 
 _hasher = PasswordHasher()
 
@@ -66,6 +68,34 @@ def authenticate(session: Session, login: str, password: str) -> Staff | None:
         return None
     if _hasher.check_needs_rehash(staff.password_hash):
         staff.password_hash = hash_password(password)
+    return staff
+
+
+def set_password(session: Session, login: str, password: str) -> Staff | None:
+    """Give ``login`` a new password and end all its sessions (flushed, not committed).
+
+    None when there is no such login.
+    """
+    staff = session.scalar(select(Staff).where(Staff.login == login))
+    if staff is None:
+        return None
+    staff.password_hash = hash_password(password)
+    session.flush()
+    end_staff_sessions(session, staff.id, now=utcnow(), reason="password")
+    return staff
+
+
+def deactivate(session: Session, login: str) -> Staff | None:
+    """Stop ``login`` from logging in and end all its sessions (flushed, not committed).
+
+    None when there is no such login.
+    """
+    staff = session.scalar(select(Staff).where(Staff.login == login))
+    if staff is None:
+        return None
+    staff.active = False
+    session.flush()
+    end_staff_sessions(session, staff.id, now=utcnow(), reason="deactivated")
     return staff
 
 

@@ -2,8 +2,10 @@
 
 Owns the same-origin and session checks (both before the handshake is accepted) and
 the per-connection pump from the hub: the board's snapshot first, then every live
-message. It knows messages only as the hub's encoded text; nothing of SIP or the
-database.
+message. A connection lasts only as long as its session: when the session ends
+(logout, expiry, deactivation, password change) the connection is closed with 4401
+within a few seconds (``SessionStore.watch``). It knows messages only as the hub's
+encoded text; nothing of SIP or the database.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocketDisconnect
 
-from popup_ui.auth import COOKIE_NAME, staff_for_connection
+from popup_ui.auth import COOKIE_NAME, SessionStore
 from popup_ui.context import get_web
 from popup_ui.hub import CLOSE_TOO_SLOW, Subscription, SubscriptionDropped
 
@@ -74,51 +76,72 @@ async def pops(websocket: WebSocket) -> None:
     if not origin_allowed(websocket, web.config.allowed_origins):
         await websocket.close(code=CLOSE_FOREIGN_ORIGIN)
         return
+    store = web.sessions
+    token = websocket.cookies.get(COOKIE_NAME)
+    factory = web.services.session_factory
     try:
-        logged_in = await staff_for_connection(websocket) is not None
+        logged_in = await store.staff_for(token, factory) is not None
     except SQLAlchemyError as exc:
         # The database is down, and pops still go out with degraded cards: a browser
-        # that reconnects now must get them. Its signed, unexpired cookie is the proof
-        # of login until the database can say whether the account is still active.
+        # that reconnects now must get them. A session the database said was live a
+        # short while ago (and that has not expired or been logged out here since) is
+        # the proof of login until the database can say more (docs/security.md).
         log.warning("session check without the database: %s", str(exc).splitlines()[0])
-        cookie = websocket.cookies.get(COOKIE_NAME)
-        logged_in = web.sessions.staff_id(cookie) is not None
-    if not logged_in:
+        logged_in = store.cached_staff(token) is not None
+    if not logged_in or token is None:
         await websocket.close(code=CLOSE_UNAUTHENTICATED)
         return
 
     # The subscription's first message is the board's snapshot, the rest is live: every
     # call arrives exactly once, and seq tells the browser of any gap.
     subscription = await web.services.hub.subscribe()
+    session_ended = store.watch(token, factory)
     try:
         await websocket.accept()
-        await _serve(websocket, subscription)
+        await _serve(websocket, subscription, session_ended, store)
     except WebSocketDisconnect:
         pass  # the browser went away: the normal end of a connection
     finally:
+        store.unwatch(token, session_ended)
         web.services.hub.unsubscribe(subscription)
 
 
-async def _serve(websocket: WebSocket, subscription: Subscription) -> None:
-    """Pump hub messages out until the browser leaves or the hub drops it."""
+async def _serve(
+    websocket: WebSocket,
+    subscription: Subscription,
+    session_ended: asyncio.Future[str],
+    store: SessionStore,
+) -> None:
+    """Pump hub messages out until the browser leaves, the hub drops it, or its session
+    ends."""
     pump = asyncio.ensure_future(_pump(websocket, subscription))
     listen = asyncio.ensure_future(_listen(websocket))
     dropped = asyncio.ensure_future(subscription.wait_dropped())
+    ended = asyncio.ensure_future(asyncio.shield(session_ended))
+    tasks = (pump, listen, dropped, ended)
     try:
-        done, _ = await asyncio.wait({pump, listen, dropped}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         reason: str | None = None
-        if dropped in done:
+        code = CLOSE_GOING_AWAY
+        if ended in done:
+            # RFC 6455 §7.4.2: 4000-4999 are ours; 4401 is the same "log in" as before
+            # accept, so the browser shows the login form instead of reconnecting.
+            reason, code = f"session ended: {ended.result()}", CLOSE_UNAUTHENTICATED
+            store.websockets_closed += 1
+            log.info("WebSocket closed: %s", reason)
+        elif dropped in done:
             reason = dropped.result()
         elif pump in done and (error := pump.exception()) is not None:
             if not isinstance(error, SubscriptionDropped):
                 raise error  # a bug, not a browser leaving: let the server log it
             reason = error.reason
     finally:
-        for task in (pump, listen, dropped):
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(pump, listen, dropped, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
     if reason is not None:
-        code = CLOSE_TOO_SLOW if reason == "too slow" else CLOSE_GOING_AWAY
+        if reason == "too slow":
+            code = CLOSE_TOO_SLOW
         # A browser that stopped reading may never let the close frame out: bounded.
         with contextlib.suppress(WebSocketDisconnect, RuntimeError, TimeoutError):
             await asyncio.wait_for(websocket.close(code=code, reason=reason), _CLOSE_TIMEOUT)

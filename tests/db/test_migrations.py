@@ -1,4 +1,4 @@
-"""The first migration builds exactly the models' schema, on SQLite and PostgreSQL."""
+"""The migrations build exactly the models' schema, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ EXPECTED_TABLES = {
     "transactions",
     "notes",
     "calls",
+    "sessions",
 }
 
 
@@ -32,7 +33,7 @@ def check_migrated(url: str) -> None:
         migrate(engine)  # running again at the next start-up is a no-op
         with engine.connect() as connection:
             assert set(inspect(connection).get_table_names()) == EXPECTED_TABLES
-            assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0001"
+            assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0002"
             # The migration and the models describe the same schema (no autogenerate diff).
             diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
             assert diff == []

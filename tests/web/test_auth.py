@@ -1,13 +1,34 @@
-"""Staff sessions over real HTTP: login, cookie flags, logout, rate limit, 401s."""
+"""Staff sessions over real HTTP: login, cookie flags, logout, login limits, 401s.
+
+The limits are counted before the password check (so parallel guesses cannot outrun
+them), per address across logins and per login across addresses, by the address
+uvicorn resolved (forwarded headers only from ``http.trusted_proxies``); password
+checks beyond a small bound are refused at once with 503.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import secrets
+import threading
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
 import httpx
 import pytest
+import pytest_asyncio
+import uvicorn
 from sqlalchemy import update
 
+from callpop.cli import server_config
+from callpop.service import build_app
 from db.models import Staff
-from tests.web.conftest import Live
+from popup_ui.auth import PasswordCheck
+from tests.waiting import wait_for
+from tests.web.conftest import DemoTemplate, Live, make_settings, stop_live
 
 STAFF_ROUTES = [
     ("GET", "/api/me"),
@@ -64,7 +85,7 @@ async def test_wrong_password_and_unknown_login_get_the_same_401(live_web: Live)
 
 
 @pytest.mark.asyncio
-async def test_repeated_failures_are_rate_limited_per_login_and_address(live_web: Live) -> None:
+async def test_repeated_failures_are_rate_limited_per_login(live_web: Live) -> None:
     client = live_web.client()
     login = live_web.demo.login
     limit = live_web.web.login_limiter.limit
@@ -127,3 +148,183 @@ async def test_cross_site_login_is_refused(live_web: Live) -> None:
     )
     assert response.status_code == 403
     assert "set-cookie" not in response.headers
+
+
+async def _statuses(responses: list[httpx.Response]) -> Counter[int]:
+    return Counter(r.status_code for r in responses)
+
+
+@pytest.mark.asyncio
+async def test_parallel_wrong_passwords_get_at_most_limit_401s(live_web: Live) -> None:
+    client = live_web.client()
+    login = live_web.demo.login
+    limit = live_web.web.login_limiter.limit
+    responses = await asyncio.gather(
+        *(
+            client.post("/api/session", json={"login": login, "password": f"guess-{i}"})
+            for i in range(200)
+        )
+    )
+    statuses = await _statuses(responses)
+    assert set(statuses) <= {401, 429}, statuses
+    assert 1 <= statuses[401] <= limit, statuses
+    assert statuses[429] == 200 - statuses[401]
+    health = (await client.get("/healthz")).json()["auth"]
+    assert health["refused_limit"] == statuses[429]
+    assert health["login_failures"] == statuses[401]
+
+
+@pytest.mark.asyncio
+async def test_spraying_many_logins_from_one_address_is_limited_per_address(
+    live_web: Live,
+) -> None:
+    client = live_web.client()
+    per_address = live_web.web.login_limiter.per_address
+    statuses: Counter[int] = Counter()
+    for n in range(40):
+        responses = await asyncio.gather(
+            *(
+                client.post("/api/session", json={"login": f"user{n}", "password": f"pw{i}"})
+                for i in range(10)
+            )
+        )
+        statuses += await _statuses(responses)
+    assert statuses == Counter({401: per_address, 429: 400 - per_address})
+
+
+@pytest.mark.asyncio
+async def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(live_web: Live) -> None:
+    client = live_web.client()
+    per_address = live_web.web.login_limiter.per_address
+    statuses: Counter[int] = Counter()
+    for n in range(per_address + 5):
+        response = await client.post(
+            "/api/session",
+            json={"login": f"user{n}", "password": "x"},
+            headers={"X-Forwarded-For": f"203.0.113.{n}"},
+        )
+        statuses[response.status_code] += 1
+    # Each attempt claimed another address; all of them counted as this peer's.
+    assert statuses == Counter({401: per_address, 429: 5})
+
+
+@pytest_asyncio.fixture
+async def behind_proxy(tmp_path: Path, demo_template: DemoTemplate) -> AsyncIterator[Live]:
+    """callpop with ``http.trusted_proxies = ["127.0.0.1"]``: a proxy on this machine."""
+    db_path = demo_template.copy_to(tmp_path)
+    settings = make_settings(db_path, http={"trusted_proxies": ["127.0.0.1"]})
+    app = build_app(settings, sip=False)
+    server = uvicorn.Server(
+        server_config(app, host="127.0.0.1", port=0, trusted_proxies=settings.http.trusted_proxies)
+    )
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+    task = asyncio.ensure_future(server.serve())
+    await wait_for(lambda: server.started or task.done(), timeout=15, what="uvicorn start-up")
+    assert not task.done(), "uvicorn stopped during start-up"
+    port = server.servers[0].sockets[0].getsockname()[1]
+    live = Live(app, server, settings, demo_template.info, db_path, port)
+    try:
+        yield live
+    finally:
+        await stop_live(live, task)  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+async def test_x_forwarded_for_from_a_trusted_proxy_is_the_client(behind_proxy: Live) -> None:
+    client = behind_proxy.client()
+    per_address = behind_proxy.web.login_limiter.per_address
+    # Many clients behind the proxy: each is counted on its own address...
+    for n in range(per_address + 5):
+        response = await client.post(
+            "/api/session",
+            json={"login": f"user{n}", "password": "x"},
+            headers={"X-Forwarded-For": f"203.0.113.{n}"},
+        )
+        assert response.status_code == 401
+    # ...and one of them spraying is limited on its address, not the proxy's.
+    statuses: Counter[int] = Counter()
+    for n in range(per_address + 5):
+        response = await client.post(
+            "/api/session",
+            json={"login": f"spray{n}", "password": "x"},
+            headers={"X-Forwarded-For": "198.51.100.7"},
+        )
+        statuses[response.status_code] += 1
+    assert statuses == Counter({401: per_address, 429: 5})
+    other = await client.post(
+        "/api/session",
+        json={"login": "someone", "password": "x"},
+        headers={"X-Forwarded-For": "198.51.100.8"},
+    )
+    assert other.status_code == 401
+
+
+def _flood_client(live: Live, n: int) -> httpx.AsyncClient:
+    # One loopback source address per client (127.0.0.2, …): a botnet, so no address
+    # limit applies and only the bound on password checks stands in the way.
+    transport = httpx.AsyncHTTPTransport(local_address=f"127.0.0.{n + 2}")
+    return httpx.AsyncClient(
+        base_url=live.base_url, transport=transport, trust_env=False, timeout=30
+    )
+
+
+def test_password_checks_run_at_the_lowest_cpu_priority() -> None:
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    check = PasswordCheck()
+    try:
+        seen = asyncio.run(check.run("127.0.0.1", niceness))
+    finally:
+        check.close()
+    assert seen == 19
+
+
+@pytest.mark.asyncio
+async def test_an_address_that_logged_in_before_gets_past_a_flood(live_web: Live) -> None:
+    await live_web.login()  # 127.0.0.1 is an office PC now
+    check = live_web.web.password_check
+    stop = asyncio.Event()
+    flood_statuses: Counter[int] = Counter()
+
+    async def flood(n: int) -> None:
+        async with _flood_client(live_web, n) as client:
+            while not stop.is_set():
+                login = f"random-{secrets.token_hex(4)}"
+                response = await client.post("/api/session", json={"login": login, "password": "x"})
+                flood_statuses[response.status_code] += 1
+
+    workers = [asyncio.ensure_future(flood(n)) for n in range(3 * (check.workers + check.queue))]
+    try:
+        await wait_for(lambda: flood_statuses[503] > 0, timeout=30, what="the main lane full")
+        response = await live_web.client().post(
+            "/api/session", json={"login": live_web.demo.login, "password": live_web.demo.password}
+        )
+        assert response.status_code == 200
+    finally:
+        stop.set()
+        await asyncio.gather(*workers)
+
+
+@pytest.mark.asyncio
+async def test_logins_beyond_the_hashing_bound_get_a_fast_503(live_web: Live) -> None:
+    check = live_web.web.password_check
+    bound = check.workers + check.queue
+    attempts = 4 * bound
+
+    async def attempt(n: int) -> httpx.Response:
+        async with _flood_client(live_web, n) as client:
+            login = f"random-{secrets.token_hex(4)}"
+            return await client.post("/api/session", json={"login": login, "password": "x"})
+
+    responses = await asyncio.gather(*(attempt(n) for n in range(attempts)))
+    statuses = await _statuses(list(responses))
+    assert set(statuses) <= {401, 503}, statuses
+    assert statuses[401] >= check.workers
+    assert statuses[503] >= 1, statuses
+    busy = [r for r in responses if r.status_code == 503]
+    assert all(r.headers["retry-after"] == "1" for r in busy)
+    health = (await live_web.client().get("/healthz")).json()["auth"]
+    assert health["refused_load"] == statuses[503]
+    # Refused for load is no failure: the real user logs in right after.
+    assert (await live_web.login()).cookies.get("callpop_session")
