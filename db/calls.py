@@ -1,8 +1,9 @@
 """The call log: writing a call when it rings, when its customer is known, and when it ends.
 
-The server calls these from a worker thread after the pop has gone out; the
-caller commits. Knows nothing of SIP: ids, numbers and outcomes arrive as plain
-values.
+The server calls these from the call log's own writer thread
+(``callpop.calllog.CallLog``) after the pop has gone out; the caller commits. At
+start-up, :func:`close_interrupted_calls` ends the calls a crash left open. Knows
+nothing of SIP: ids, numbers and outcomes arrive as plain values.
 
 The statements are Core, built once against the table: a call row needs no identity
 map or unit of work, and these writes run in threads that share the interpreter with
@@ -22,6 +23,10 @@ from db.models import Call
 _table = cast(Table, Call.__table__)  # a declarative class's table (typed FromClause)
 _calls = _table.c
 
+# The outcome of a call whose end the service never saw: it crashed or was killed
+# (kill -9, a power cut) while the call rang.
+INTERRUPTED = "interrupted"
+
 _STARTED = insert(_table)
 
 # Bound parameter names differ from the column names: SQLAlchemy keeps those for the
@@ -32,6 +37,11 @@ _ENDED = (
     update(_table)
     .where(_BY_ID)
     .values(state="ended", ended_at=bindparam("at"), outcome=bindparam("how"))
+)
+_INTERRUPTED = (
+    update(_table)
+    .where(_calls.state != "ended")
+    .values(state="ended", ended_at=bindparam("at"), outcome=INTERRUPTED)
 )
 
 
@@ -80,3 +90,13 @@ def record_call_ended(
 ) -> None:
     """Mark the call ended with its outcome; a call never recorded as started is ignored."""
     session.execute(_ENDED, {"call_id": id, "at": ended_at, "how": outcome})
+
+
+def close_interrupted_calls(session: Session, now: datetime) -> int:
+    """End every call still open (``ringing``/``answered``) as ``interrupted`` at ``now``.
+
+    Run once at start-up, before SIP listens: any call open then was left so by a
+    service that stopped without seeing its end. Returns how many were closed.
+    """
+    result = session.execute(_INTERRUPTED, {"at": now})
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from alembic import command
 from alembic.config import Config
@@ -25,8 +26,29 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _PG_CONNECT_TIMEOUT_S = 5
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; for a SQLite file, its directory is created."""
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL (``sqlite:///callpop.db``), absolute; None for others."""
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    if database.startswith("file:"):
+        return None  # a URI the operator wrote: theirs to manage
+    return Path(database).expanduser().resolve()
+
+
+def make_engine(url: str, *, create_file: bool = True) -> Engine:
+    """An engine for ``url``; for a SQLite file, its directory is created.
+
+    ``create_file=False`` (the running service, after the migrations made the file):
+    a connection opened when the file is gone fails ("unable to open database file")
+    instead of creating an empty database at the path, which would take the place of
+    the real one and hide that it is gone (docs/security.md, "The call log: nothing
+    lost").
+    """
+    path = sqlite_file(url)
+    if path is not None and not create_file:
+        url = f"sqlite:///file:{quote(str(path))}?mode=rw&uri=true"
     parsed = make_url(url)
     kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from db.calls import record_call_ended, record_call_started
+from db.calls import close_interrupted_calls, record_call_ended, record_call_started
 from db.models import Call, Staff
 from db.staff import authenticate, create_staff, get_staff
 from tests.fixtures_db import Database
@@ -90,3 +90,34 @@ def test_call_log(database: Database) -> None:
             "0312345678",
             "ヤマダ タロウ",
         )
+
+
+def test_calls_left_open_by_a_crash_are_closed_as_interrupted(database: Database) -> None:
+    jst = dt.timezone(dt.timedelta(hours=9))
+    started = dt.datetime(2026, 11, 22, 10, 31, 5, tzinfo=jst)
+    restart = started + dt.timedelta(minutes=3)
+    with database.session_factory() as session:
+        for call_id in ("r" * 32, "e" * 32):
+            record_call_started(
+                session,
+                id=call_id,
+                sip_call_id=f"{call_id}@pbx",
+                caller_e164="+81312345678",
+                caller_raw="0312345678",
+                display_name=None,
+                withheld=None,
+                dialed_e164=None,
+                started_at=started,
+                customer_id=None,
+            )
+        record_call_ended(session, id="e" * 32, ended_at=started, outcome="abandoned")
+        session.commit()
+    with database.session_factory() as session:
+        assert close_interrupted_calls(session, restart) == 1
+        session.commit()
+    with database.session_factory() as session:
+        left = session.get_one(Call, "r" * 32)
+        assert (left.state, left.outcome, left.ended_at) == ("ended", "interrupted", restart)
+        ended = session.get_one(Call, "e" * 32)
+        assert (ended.state, ended.outcome, ended.ended_at) == ("ended", "abandoned", started)
+        assert close_interrupted_calls(session, restart) == 0  # nothing open any more
