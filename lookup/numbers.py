@@ -195,6 +195,26 @@ def normalise(
     )
 
 
+def load_all_metadata() -> int:
+    """Load phonenumbers' metadata for every region now; return how many were loaded.
+
+    phonenumbers reads a region's metadata from its package on first use, under a lock
+    it does not release when that read fails: one failed read (no file handle left, say)
+    and the next number from that region blocks its caller forever, here the event loop.
+    Called once at start-up, so that nothing on the call path opens a file. Loading
+    every region costs about 0.1 s and a few MB.
+    """
+    metadata = phonenumbers.PhoneMetadata
+    regions = sorted(phonenumbers.SUPPORTED_REGIONS)
+    for region in regions:
+        metadata.metadata_for_region(region)
+    for code in sorted(phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS):
+        metadata.metadata_for_nongeo_region(code)
+    for region in phonenumbers.SUPPORTED_SHORT_REGIONS:
+        metadata.short_metadata_for_region(region)
+    return len(regions) + len(phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS)
+
+
 def _parse_valid(text: str, region: str) -> phonenumbers.PhoneNumber | None:
     try:
         parsed = phonenumbers.parse(text, region)

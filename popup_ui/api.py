@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from starlette.concurrency import run_in_threadpool
 
 from db.customers import customer_detail
@@ -21,6 +21,9 @@ from popup_ui.messages import BoardSnapshot
 from popup_ui.schemas import CustomerOut, StaffOut, UiOut
 
 TOKYO = ZoneInfo("Asia/Tokyo")
+# Row ids are INTEGER columns (db/migrations): 32-bit on PostgreSQL, where a larger
+# value is an error in the database, not "no such row".
+MAX_ID = 2**31 - 1
 
 router = APIRouter(
     prefix="/api",
@@ -63,7 +66,12 @@ async def lookup_number(
 
 
 @router.get("/customers/{customer_id}", responses={404: {"description": "no such customer"}})
-async def customer(request: Request, customer_id: int) -> CustomerOut:
+async def customer(
+    request: Request,
+    # An id beyond the column's range is no customer of ours: refused here (422), not
+    # left to overflow in the driver (a 500) or the database (a 503).
+    customer_id: int = Path(ge=1, le=MAX_ID, description="a customer id"),
+) -> CustomerOut:
     """One customer with phones, transactions and notes."""
     factory = get_web(request).services.session_factory
 

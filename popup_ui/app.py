@@ -9,26 +9,54 @@ happens at import time. This module knows HTTP and browsers, not how the parts w
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import importlib.util
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+)
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import HTTPConnection, Request
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from popup_ui import api, auth, health, ws
-from popup_ui.auth import LoginLimiter, SessionCodec
+from popup_ui.auth import LoginLimiter, PasswordCheck, SessionStore
 from popup_ui.context import StartupError, WebConfig, WebServices, WebState
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+DOCS_ASSETS = "/docs/assets"
+
+
+def swagger_ui_dir() -> Path | None:
+    """Swagger UI's dist files as the ``swagger-ui-py`` package ships them, or None.
+
+    Found without importing the package (its ``__init__`` pulls in its own web glue);
+    only the static files are used. Swagger UI 5 is the first that reads OpenAPI 3.1,
+    which FastAPI writes.
+    """
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    static = Path(next(iter(spec.submodule_search_locations))) / "static"
+    return static if (static / "swagger-ui-bundle.js").is_file() else None
+
 
 try:
     VERSION = version("callpop")
@@ -40,9 +68,10 @@ def create_app(
     config: WebConfig, start: Callable[[], AbstractAsyncContextManager[WebServices]]
 ) -> FastAPI:
     """The callpop web app over the parts ``start`` builds for the app's lifetime."""
-    # One secret per app: with none configured, sessions end when the process does.
-    sessions = SessionCodec(config.session_secret, max_age=config.session_max_age)
+    # Sessions live in the database; this keeps the web side's view of them.
+    sessions = SessionStore(max_age=config.session_max_age)
     limiter = LoginLimiter()
+    password_check = PasswordCheck()
     startup_failure: list[str] = []  # read by OneLineStartupError
 
     @asynccontextmanager
@@ -50,9 +79,17 @@ def create_app(
         try:
             async with start() as services:
                 app.state.web = WebState(
-                    config=config, services=services, sessions=sessions, login_limiter=limiter
+                    config=config,
+                    services=services,
+                    sessions=sessions,
+                    login_limiter=limiter,
+                    password_check=password_check,
                 )
-                yield
+                try:
+                    yield
+                finally:
+                    sessions.close()
+                    password_check.close()
         except StartupError as exc:
             startup_failure.append(str(exc))
             raise
@@ -62,7 +99,7 @@ def create_app(
         version=VERSION,
         description="Caller-ID screen pop: staff sessions, active calls, caller cards.",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # served below, from this package's own files
         redoc_url=None,
     )
     app.include_router(auth.router)
@@ -70,6 +107,18 @@ def create_app(
     app.include_router(ws.router)
     app.include_router(health.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
+    docs_page, docs_csp = _docs_page(app.openapi_url or "/openapi.json", app.title)
+    swagger_dir = swagger_ui_dir()
+    if swagger_dir is not None:
+        # Same origin, from the installed package: no CDN can run script as the
+        # logged-in user, and /docs works in an office without internet.
+        app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_dir), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        if swagger_dir is None:
+            return PlainTextResponse("callpop: swagger-ui-py is not installed", status_code=503)
+        return HTMLResponse(docs_page)
 
     @app.get("/", include_in_schema=False)
     async def index() -> Response:
@@ -78,6 +127,21 @@ def create_app(
             return PlainTextResponse("callpop: the browser UI is not installed", status_code=503)
         return FileResponse(page, media_type="text/html; charset=utf-8")
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        # FastAPI's own handler echoes each bad value back ("input"), which fails to
+        # render for some (a JSON 1e999 is a float infinity: a 500) and would repeat a
+        # 10 KB string or a password to the sender. Where and why is enough.
+        errors = [
+            {
+                "type": str(e.get("type", "")),
+                "loc": [str(p) for p in e.get("loc", ())],
+                "msg": str(e.get("msg", "")),
+            }
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)
+
     @app.exception_handler(SQLAlchemyError)
     async def database_unavailable(request: Request, exc: SQLAlchemyError) -> Response:
         # A database outage is a state of the service, not a bug: say so, briefly.
@@ -85,7 +149,7 @@ def create_app(
         return JSONResponse({"detail": "データベースに接続できません"}, status_code=503)
 
     app.add_middleware(SameOriginWrites, allowed_origins=config.allowed_origins)
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(SecurityHeaders, docs_csp=docs_csp)
     app.add_middleware(OneLineStartupError, failure=startup_failure)
     return app
 
@@ -145,14 +209,15 @@ class SameOriginWrites:
 class SecurityHeaders:
     """Headers every response gets, and a strict CSP on HTML pages."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, docs_csp: bytes) -> None:
         self.app = app
+        self.docs_csp = docs_csp
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        docs = scope["path"] in ("/docs", "/docs/oauth2-redirect")
+        csp = self.docs_csp if scope["path"] == "/docs" else PAGE_CSP
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -165,7 +230,7 @@ class SecurityHeaders:
                 ]
                 content_type = dict(headers).get(b"content-type", b"")
                 if content_type.startswith(b"text/html"):
-                    extra.append((b"content-security-policy", _csp(docs=docs)))
+                    extra.append((b"content-security-policy", csp))
                     extra.append((b"cache-control", b"no-cache"))
                 headers += [(n, v) for n, v in extra if n not in names]
                 message = {**message, "headers": headers}
@@ -174,18 +239,38 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def _csp(*, docs: bool) -> bytes:
-    if docs:
-        # FastAPI's Swagger UI page loads its script and style from jsDelivr and starts
-        # with an inline script; only that page gets these allowances.
-        cdn = "https://cdn.jsdelivr.net"
-        return (
-            f"default-src 'self'; script-src 'self' 'unsafe-inline' {cdn}; "
-            f"style-src 'self' {cdn}; img-src 'self' data: https://fastapi.tiangolo.com; "
-            "frame-ancestors 'none'"
-        ).encode()
-    # connect-src 'self' covers same-origin ws:/wss: in CSP Level 3 browsers.
-    return (
-        b"default-src 'self'; connect-src 'self'; img-src 'self' data:; "
-        b"object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+# connect-src 'self' covers same-origin ws:/wss: in CSP Level 3 browsers.
+PAGE_CSP = (
+    b"default-src 'self'; connect-src 'self'; img-src 'self' data:; "
+    b"object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+)
+
+_INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
+
+
+def _docs_page(openapi_url: str, title: str) -> tuple[str, bytes]:
+    """FastAPI's Swagger UI page over our own copy of the assets, and its CSP.
+
+    The page starts Swagger UI with an inline script; rather than allow every inline
+    script ('unsafe-inline'), the policy names that one by its SHA-256 (CSP Level 2
+    hash source), so an injected script still does not run.
+    """
+    body = get_swagger_ui_html(
+        openapi_url=openapi_url,
+        title=f"{title} API",
+        swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+        swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+        swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+        oauth2_redirect_url=None,
+    ).body
+    page = bytes(body).decode()
+    hashes = " ".join(
+        "'sha256-" + base64.b64encode(hashlib.sha256(body.encode()).digest()).decode() + "'"
+        for body in _INLINE_SCRIPT.findall(page)
     )
+    csp = (
+        f"default-src 'self'; script-src 'self' {hashes}; style-src 'self'; "
+        "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'self'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    )
+    return page, csp.encode()
