@@ -13,13 +13,27 @@ protocol (``subscribe`` is a coroutine for that reason): the board in a hash, th
 stream on a channel, ``seq`` from INCR.
 
 Hot path: each message is encoded to JSON once per publish and the same string goes
-to every subscriber; publishing never waits for a browser.
+to every subscriber. Publishing never waits for a browser, but it yields to the event
+loop after each message, so the browsers' pump tasks run between the publishes of a
+burst rather than after all of them.
+
+Bounds. A browser is dropped when it is really stuck, not because a burst came in
+faster than one turn of the loop: its queue may hold up to :data:`DEFAULT_QUEUE_BYTES`
+of text and :data:`DEFAULT_QUEUE_SIZE` messages, and it is dropped earlier only when it
+has taken nothing for :data:`DEFAULT_STALL_SECONDS` while messages waited for it.
+Worst-case memory: every queue holds references to the same strings (one encoding per
+publish), so all browsers together keep at most the text published since the slowest
+one last read — at most ``DEFAULT_QUEUE_BYTES`` (16 MiB) — plus one 8-byte reference per
+queued message per browser (at most 10,000 × 8 B = 80 KB a browser).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -33,10 +47,18 @@ from popup_ui.messages import (
 
 log = logging.getLogger(__name__)
 
-# Messages buffered per browser before it counts as too slow and is dropped. Pops are
-# a few per minute; a browser this far behind is gone or stuck, and one stuck browser
-# must never hold up the others.
-DEFAULT_QUEUE_SIZE = 64
+# Messages buffered per browser at most: a ceiling no browser that reads as fast as we
+# write comes near (sip.max_ringing = 200 calls ringing, updated and ended in one burst
+# is 600 messages).
+DEFAULT_QUEUE_SIZE = 10_000
+
+# Memory (sys.getsizeof of the encoded text) buffered per browser at most. A pop is a
+# few KB; the burst above fits several times over.
+DEFAULT_QUEUE_BYTES = 16 * 1024 * 1024
+
+# A browser with messages waiting that has taken none for this long is stuck (its
+# socket does not drain, its tab hangs): it is dropped at the next publish.
+DEFAULT_STALL_SECONDS = 15.0
 
 # WebSocket close code for a subscriber dropped for being too slow (RFC 6455 §7.4.1
 # registry: 1013 "Try Again Later").
@@ -95,39 +117,88 @@ class Hub(Protocol):
 class QueueSubscription:
     """A bounded queue of encoded messages plus a drop signal.
 
-    A drop wakes a reader blocked in :meth:`get` by queueing ``None`` (when the queue
-    is full, the reader is not blocked, and the next :meth:`get` sees the drop first):
-    one plain queue wait per message, no extra tasks on the fan-out path.
+    Bounded three ways (see the module docstring): messages, bytes, and time without
+    progress. A drop wakes a reader blocked in :meth:`get` by queueing ``None`` (when
+    messages are queued, the reader is not blocked, and the next :meth:`get` sees the
+    drop first): one plain queue wait per message, no extra tasks on the fan-out path.
     """
 
-    __slots__ = ("_queue", "_dropped", "_reason", "readers")
+    __slots__ = (
+        "_queue",
+        "_dropped",
+        "_reason",
+        "readers",
+        "_max_messages",
+        "_max_bytes",
+        "_stall_seconds",
+        "_clock",
+        "_bytes",
+        "_behind_since",
+        "full_reason",
+    )
 
-    def __init__(self, maxsize: int, *, first: str | None = None) -> None:
-        # One slot more than the message budget, so the drop's None always fits, and
-        # one for the snapshot that opens the stream.
-        self._queue: asyncio.Queue[str | None] = asyncio.Queue(maxsize=maxsize + 2)
+    def __init__(
+        self,
+        maxsize: int = DEFAULT_QUEUE_SIZE,
+        *,
+        max_bytes: int = DEFAULT_QUEUE_BYTES,
+        stall_seconds: float = DEFAULT_STALL_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        first: str | None = None,
+    ) -> None:
+        # Unbounded as an asyncio.Queue: offer() enforces the bounds, and the drop's
+        # None must always fit.
+        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
         self._dropped = asyncio.Event()
         self._reason = ""
         self.readers = 0  # get() calls waiting now
+        self._max_messages = maxsize
+        self._max_bytes = max_bytes
+        self._stall_seconds = stall_seconds
+        self._clock = clock
+        self._bytes = 0  # sys.getsizeof of the texts queued now
+        self._behind_since: float | None = None  # messages waiting since, or last progress
+        self.full_reason = ""  # why the last offer() was refused
         if first is not None:
+            # The snapshot opens the stream; it does not count against the budget.
             self._queue.put_nowait(first)
 
-    def offer(self, text: str) -> bool:
-        """Queue ``text`` without waiting; False when the queue is full."""
-        if self._queue.qsize() >= self._queue.maxsize - 2:
-            return False
-        self._queue.put_nowait(text)
-        return True
+    def offer(self, text: str, *, size: int | None = None, now: float | None = None) -> bool:
+        """Queue ``text`` without waiting; False (and ``full_reason``) when stuck."""
+        size = sys.getsizeof(text) if size is None else size
+        now = self._clock() if now is None else now
+        queued = self._queue.qsize()
+        if queued >= self._max_messages:
+            self.full_reason = f"{queued} messages behind"
+        elif self._bytes + size > self._max_bytes:
+            self.full_reason = f"{self._bytes} bytes behind"
+        elif (
+            queued
+            and self._behind_since is not None
+            and now - self._behind_since > self._stall_seconds
+        ):
+            self.full_reason = f"no message taken for {now - self._behind_since:.0f} s"
+        else:
+            if not queued:
+                self._behind_since = now
+            self._bytes += size
+            self._queue.put_nowait(text)
+            return True
+        return False
 
     def drop(self, reason: str) -> None:
         if not self._dropped.is_set():
             self._reason = reason
             self._dropped.set()
-            self._queue.put_nowait(None)  # the spare slot: wakes a waiting get()
+            self._queue.put_nowait(None)  # wakes a waiting get()
 
     @property
     def dropped(self) -> bool:
         return self._dropped.is_set()
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._bytes
 
     async def get(self) -> str:
         if self._dropped.is_set():
@@ -139,6 +210,9 @@ class QueueSubscription:
             self.readers -= 1
         if text is None or self._dropped.is_set():
             raise SubscriptionDropped(self._reason)
+        # Progress: the stall clock starts again from now (or stops when caught up).
+        self._bytes = max(0, self._bytes - sys.getsizeof(text))
+        self._behind_since = self._clock() if self._queue.qsize() else None
         return text
 
     async def wait_dropped(self) -> str:
@@ -149,28 +223,47 @@ class QueueSubscription:
 class InProcessHub:
     """The board and its fan-out inside one process: one bounded queue per subscriber."""
 
-    def __init__(self, *, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
+    def __init__(
+        self,
+        *,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        queue_bytes: int = DEFAULT_QUEUE_BYTES,
+        stall_seconds: float = DEFAULT_STALL_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._queue_size = queue_size
+        self._queue_bytes = queue_bytes
+        self._stall_seconds = stall_seconds
+        self._clock = clock
         self._subscribers: set[QueueSubscription] = set()
         self._board: dict[str, BoardEntry] = {}  # call id -> entry, oldest first
         self._seq = 0
         self._dropped = 0
 
     async def publish(self, message: CallMessage) -> int:
-        # No await in here: the board change, its seq and the fan-out are one step, so
-        # a subscriber's snapshot and its live stream never overlap or leave a hole.
+        seq = self._publish_now(message)
+        # Let the browsers' pump tasks take this message before the next publish of a
+        # burst (a single publisher publishing in a loop would otherwise fill every
+        # queue before any browser got a turn).
+        await asyncio.sleep(0)
+        return seq
+
+    def _publish_now(self, message: CallMessage) -> int:
+        # Synchronous, no await: the board change, its seq and the fan-out are one step,
+        # so a subscriber's snapshot and its live stream never overlap or leave a hole.
         self._seq += 1
         message = message.model_copy(update={"seq": self._seq})
         self._apply(message)
         text = message.model_dump_json()  # once, whatever the number of browsers
-        too_slow = [sub for sub in self._subscribers if not sub.offer(text)]
+        size, now = sys.getsizeof(text), self._clock()
+        too_slow = [sub for sub in self._subscribers if not sub.offer(text, size=size, now=now)]
         for sub in too_slow:
             self._subscribers.discard(sub)
             sub.drop("too slow")
             self._dropped += 1
             log.warning(
-                "dropped a browser that fell %d messages behind (%d dropped since start)",
-                self._queue_size,
+                "dropped a browser that is stuck: %s (%d dropped since start)",
+                sub.full_reason,
                 self._dropped,
             )
         return self._seq
@@ -186,7 +279,13 @@ class InProcessHub:
             self._board[call.id] = BoardEntry(call=call, card=card)
 
     async def subscribe(self) -> QueueSubscription:
-        sub = QueueSubscription(self._queue_size, first=self._snapshot().model_dump_json())
+        sub = QueueSubscription(
+            self._queue_size,
+            max_bytes=self._queue_bytes,
+            stall_seconds=self._stall_seconds,
+            clock=self._clock,
+            first=self._snapshot().model_dump_json(),
+        )
         self._subscribers.add(sub)
         return sub
 

@@ -12,16 +12,29 @@ error, counted and absorbed, never a silent fall-through.
 the RFC 2543 fallback key) and of the ringing calls (keyed by Call-ID). It is sans-I/O:
 it takes parsed requests and ``now``, and hands back datagrams, events and timers. It
 knows nothing of sockets, host filtering or registration (see ``endpoint.py``).
+
+Overload. At most ``max_ringing`` calls ring at once: a PBX (or whoever speaks for it)
+that sends a burst of INVITEs gets ``486 Busy Here`` with ``Retry-After`` for every
+INVITE beyond that, answered statelessly (no transaction, no timers: RFC 3261 §8.2.7
+allows a stateless UAS for exactly this, so the refusals cost no memory), counted in
+``refused_busy`` and reported as a ``RequestRejected`` for the composition to log.
+486 rather than 503: RFC 3261 §21.5.4 asks a proxy that gets 503 to send *no other
+request* to this server for the Retry-After period, which would cut off the office's
+real calls too; 486 (§21.4.24, "not willing or able to take additional calls at this
+end system", Retry-After per §20.33) refuses this one call only, and a forking PBX keeps
+ringing the phones on its other branches.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from telephony.callerid import extract_caller_id
-from telephony.events import CallEnded, CallRinging, EndReason, Event
+from telephony.events import CallEnded, CallRinging, EndReason, Event, RequestRejected
 from telephony.message import SipRequest, build_response, new_tag
 from telephony.timers import T1, T2, TIMER_H, TIMER_I
 
@@ -79,15 +92,24 @@ Outbox = list[tuple[bytes, tuple[str, int]]]
 class InviteServer:
     """The INVITE server transactions of one endpoint and the calls they ring."""
 
-    def __init__(self, *, contact: str, server: str, ring_timeout: float) -> None:
+    def __init__(
+        self, *, contact: str, server: str, ring_timeout: float, max_ringing: int = 200
+    ) -> None:
+        if max_ringing < 1:
+            raise ValueError("max_ringing must be at least 1")
         self.contact = contact  # RFC 3261 §12.1.1: a 1xx that creates a dialog has Contact
         self.server = server
         self.ring_timeout = ring_timeout
+        self.max_ringing = max_ringing  # calls ringing at once; beyond it, 486
         self.transactions: dict[str, InviteTransaction] = {}
         self.ringing: dict[str, InviteTransaction] = {}  # Call-ID -> ringing transaction
         self.outbox: Outbox = []
         self.events: list[Event] = []
-        self.counters: dict[str, int] = {"retransmissions": 0, "protocol_errors": 0}
+        self.counters: dict[str, int] = {
+            "retransmissions": 0,
+            "protocol_errors": 0,
+            "refused_busy": 0,  # INVITEs refused with 486 because max_ringing calls rang
+        }
 
     # -- requests ---------------------------------------------------------------------
 
@@ -102,6 +124,9 @@ class InviteServer:
             # RFC 3261 §8.2.2.2: the same call reached us over another branch (a forking
             # proxy looped, or we are registered twice). One ring per call.
             self._send(remote, build_response(request, 482, "Loop Detected", to_tag=new_tag()))
+            return
+        if len(self.ringing) >= self.max_ringing:
+            self._refuse_busy(request, key, remote, now)
             return
         tx = InviteTransaction(
             key=key,
@@ -244,6 +269,38 @@ class InviteServer:
         self._terminate(tx)
 
     # -- steps --------------------------------------------------------------------------
+
+    def _refuse_busy(
+        self, request: SipRequest, key: str, remote: tuple[str, int], now: float
+    ) -> None:
+        """486 Busy Here + Retry-After, stateless (see the module docstring)."""
+        self.counters["refused_busy"] += 1
+        # A slot frees at the latest when the oldest ring times out (dicts keep insertion
+        # order, so the first ringing call is the oldest); RFC 3261 §20.33: whole seconds.
+        oldest = next(iter(self.ringing.values()), None)
+        deadline = oldest.ring_deadline if oldest is not None else None
+        wait = self.ring_timeout if deadline is None else deadline - now
+        retry_after = max(1, math.ceil(wait))
+        # The same To tag for a retransmission of this INVITE (RFC 3261 §8.2.6.2 asks only
+        # that it be unique to this UA): the answer to it is the same 486.
+        to_tag = hashlib.sha256(key.encode()).hexdigest()[:16]
+        self._send(
+            remote,
+            build_response(
+                request,
+                486,
+                "Busy Here",
+                to_tag=to_tag,
+                headers=[("Retry-After", str(retry_after)), *self._common()],
+            ),
+        )
+        self.events.append(
+            RequestRejected(
+                remote=remote,
+                reason=f"busy: {len(self.ringing)} calls ringing (sip.max_ringing), 486 sent",
+                at=now,
+            )
+        )
 
     def _final(
         self, tx: InviteTransaction, status: int, reason: str, now: float, end: EndReason

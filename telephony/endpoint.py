@@ -72,6 +72,7 @@ class EndpointConfig:
     password: str = ""
     expires: int = 300
     ring_timeout: float = 60.0
+    max_ringing: int = 200  # calls ringing at once; beyond it INVITEs get 486 (calls.py)
     user_agent: str = "callpop/0.1"
     retry_base: float = 2.0  # registration back-off: retry_base * 2^n ...
     retry_max: float = 60.0  # ... capped here
@@ -112,7 +113,10 @@ class SipEndpoint:
         self.config = config
         self._contact = f"sip:{config.user}@{hostport(config.local_host, config.local_port)}"
         self._invites = InviteServer(
-            contact=self._contact, server=config.user_agent, ring_timeout=config.ring_timeout
+            contact=self._contact,
+            server=config.user_agent,
+            ring_timeout=config.ring_timeout,
+            max_ringing=config.max_ringing,
         )
         self._allowed = {_normalise_ip(h) for h in config.allowed_hosts}
         self._registration: RegistrationClient | None = None

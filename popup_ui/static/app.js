@@ -6,7 +6,9 @@
 // board. Each call has one <article>, keyed by call id, that stays in the page and is
 // replaced only when that call changes, so focus, scroll position and a screen
 // reader's place survive the next call; a new call is announced once through a
-// separate live region. Cards are drawn by card.js and words come from i18n.js.
+// separate live region. Messages are applied to the board as they arrive, but the
+// page is drawn at most once per animation frame: a burst of a few hundred messages
+// redraws each changed card once, not once per message (see scheduleDraw). Cards are drawn by card.js and words come from i18n.js.
 // Data is only ever put in the page as text (see card.js); this file never uses
 // innerHTML.
 
@@ -24,6 +26,12 @@ const ANNOUNCE_DELAY_MS = 100;
 const CLOSE_UNAUTHENTICATED = 4401;
 // RFC 6455 §7.4.1: a normal closure; the page leaves to fetch a fresh snapshot.
 const CLOSE_NORMAL = 1000;
+// requestAnimationFrame does not run in a hidden tab, where the title and the desktop
+// notifications matter most: a timer draws then (browsers slow it to ~1 s there).
+const DRAW_FALLBACK_MS = 250;
+// More new calls than this in one frame are announced as one count (着信 12件), not
+// read out one by one.
+const ANNOUNCE_EACH_MAX = 3;
 
 const board = new Board();
 const views = new Map(); // call id -> its <article> in #active-list or #recent-list
@@ -40,6 +48,11 @@ const state = {
   notifications: new Map(), // call id -> Notification
   announcements: [], // texts waiting for the live region
   announceTimer: null,
+  // Applied to the board, not drawn yet: ids to redraw and new calls, drawn next frame.
+  pendingIds: new Set(),
+  pendingFresh: [],
+  drawFrame: null,
+  drawTimer: null,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -71,6 +84,7 @@ function showLogin(message) {
   stopSocket();
   state.me = null;
   // Logged out: no customer data may stay in the page.
+  cancelDraw();
   board.clear();
   views.clear();
   for (const n of state.notifications.values()) n.close();
@@ -270,8 +284,11 @@ function drawCalls(ids) {
     if (key !== null) refocus = { id, key };
     drawCall(id);
   }
-  arrange($("active-list"), activeEntries().map((entry) => views.get(entry.call.id)));
-  arrange($("recent-list"), board.recent.map((entry) => views.get(entry.call.id)));
+  // A call the board has but the page has not drawn yet (its frame is still to come)
+  // has no view: it is left out now and put in place when its frame draws it.
+  const viewsOf = (entries) => entries.map((entry) => views.get(entry.call.id)).filter(Boolean);
+  arrange($("active-list"), viewsOf(activeEntries()));
+  arrange($("recent-list"), viewsOf(board.recent));
   if (refocus) restoreFocus(views.get(refocus.id), refocus.key);
   $("board-empty").hidden = board.active.size > 0;
   $("recent-empty").hidden = board.recent.length > 0;
@@ -358,10 +375,40 @@ function handleMessage(socket, message) {
     setConn("open");
   }
   for (const id of change.ended) closeNotification(id);
-  drawCalls(change.changed);
-  const fresh = change.fresh.map((id) => board.entry(id)).filter(Boolean);
+  for (const id of change.changed) state.pendingIds.add(id);
+  state.pendingFresh.push(...change.fresh);
+  scheduleDraw();
+}
+
+/** Draw what the board received, once, at the next animation frame (or timer). */
+function scheduleDraw() {
+  if (state.drawFrame !== null || state.drawTimer !== null) return;
+  state.drawFrame = window.requestAnimationFrame(flushDraw);
+  state.drawTimer = window.setTimeout(flushDraw, DRAW_FALLBACK_MS);
+}
+
+function cancelDraw() {
+  if (state.drawFrame !== null) window.cancelAnimationFrame(state.drawFrame);
+  window.clearTimeout(state.drawTimer);
+  state.drawFrame = null;
+  state.drawTimer = null;
+  state.pendingIds.clear();
+  state.pendingFresh = [];
+}
+
+function flushDraw() {
+  const ids = [...state.pendingIds];
+  const freshIds = state.pendingFresh;
+  cancelDraw();
+  if (!state.running) return;
+  drawCalls(ids);
+  // A call that rang and ended within the same frame is already under 最近の着信:
+  // nothing rings any more, so it is neither notified nor announced.
+  const fresh = freshIds.filter((id) => board.where(id) === "active").map((id) => board.entry(id));
   for (const entry of fresh) notify(entry);
-  if (fresh.length > 0) {
+  if (fresh.length > ANNOUNCE_EACH_MAX) {
+    announce(t("announce.many", { count: fresh.length }));
+  } else if (fresh.length > 0) {
     announce(fresh.map((entry) => t("announce.ringing", { who: callerSummary(entry) })).join(" "));
   }
 }
@@ -476,7 +523,11 @@ async function onLogin(event) {
       await showBoard(data.staff);
       return;
     }
-    error.textContent = status === 429 ? t("login.throttled") : t("login.failed");
+    // 429: too many attempts for this login or address; 503: the server is checking as
+    // many passwords as it will at once (docs/security.md) — neither says the password
+    // was wrong.
+    error.textContent =
+      status === 429 ? t("login.throttled") : status === 503 ? t("login.overloaded") : t("login.failed");
     error.hidden = false;
     $("login-password").select();
   } catch {

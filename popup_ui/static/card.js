@@ -189,7 +189,7 @@ function badges(customer) {
       }),
     );
   }
-  for (const tag of customer.tags || []) {
+  for (const tag of Array.isArray(customer.tags) ? customer.tags : []) {
     row.append(el("span", { className: "badge tag", text: tag }));
   }
   if (customer.birthday_today) {
@@ -281,40 +281,38 @@ function facts(customer) {
   return list.childElementCount ? list : null;
 }
 
-function history(customer) {
-  const transactions = el("section", { className: "history transactions" }, [
-    el("h4", { text: t("customer.transactions") }),
+/** One history section (取引履歴, 対応履歴) from its lines; null when it has none. */
+function historySection(className, title, lines) {
+  if (lines.length === 0) return null; // nothing on file: no empty box, no "none" line
+  return el("section", { className: `history ${className}` }, [
+    el("h4", { text: title }),
+    el("ul", { className: "lines" }, lines),
   ]);
-  const txList = el("ul", { className: "lines" });
-  for (const line of customer.transactions || []) {
-    txList.append(
+}
+
+function history(customer) {
+  const transactions = (Array.isArray(customer.transactions) ? customer.transactions : []).map(
+    (line) =>
       el("li", { className: "line" }, [
         el("span", { className: "date", text: formatDate(line.date) }),
         el("span", { className: "title", text: line.title }),
         el("span", { className: "amount", text: formatYen(line.amount) }),
       ]),
-    );
-  }
-  transactions.append(
-    txList.childElementCount ? txList : el("p", { className: "empty", text: t("customer.noTransactions") }),
   );
-
-  const notes = el("section", { className: "history notes" }, [el("h4", { text: t("customer.notes") })]);
-  const noteList = el("ul", { className: "lines" });
-  for (const note of customer.notes || []) {
-    const who = note.staff_name ? `${note.staff_name}: ` : "";
-    noteList.append(
-      el("li", { className: "line note" }, [
-        el("span", { className: "date", text: formatDate(note.at) }),
-        el("span", { className: "body" }, [
-          note.staff_name ? el("span", { className: "note-staff", text: who }) : null,
-          el("span", { className: "note-body", text: note.body }),
-        ]),
+  const notes = (Array.isArray(customer.notes) ? customer.notes : []).map((note) =>
+    el("li", { className: "line note" }, [
+      el("span", { className: "date", text: formatDate(note.at) }),
+      el("span", { className: "body" }, [
+        note.staff_name ? el("span", { className: "note-staff", text: `${note.staff_name}: ` }) : null,
+        el("span", { className: "note-body", text: note.body }),
       ]),
-    );
-  }
-  notes.append(noteList.childElementCount ? noteList : el("p", { className: "empty", text: t("customer.noNotes") }));
-  return el("div", { className: "histories" }, [transactions, notes]);
+    ]),
+  );
+  const sections = [
+    historySection("transactions", t("customer.transactions"), transactions),
+    historySection("notes", t("customer.notes"), notes),
+  ].filter(Boolean);
+  return sections.length ? el("div", { className: "histories" }, sections) : null;
 }
 
 /** Several customers on one number (a family landline): toggle buttons, one pressed. */
@@ -362,8 +360,10 @@ function customerBody(entry, customer, handlers, { compact }) {
     assignedPanel(entry, customer, handlers, { compact }),
   ]);
   if (!compact) {
-    body.append(facts(customer));
-    body.append(history(customer));
+    // Node.append(null) would add the text "null": only sections that exist go in.
+    for (const section of [facts(customer), history(customer)]) {
+      if (section) body.append(section);
+    }
   }
   return body;
 }

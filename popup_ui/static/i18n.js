@@ -17,6 +17,7 @@ const STRINGS = {
     "login.failed": "ログインIDまたはパスワードが違います",
     "login.throttled": "ログインの試行が多すぎます。しばらくしてからお試しください",
     "login.unreachable": "サーバーに接続できません。ネットワークを確認してください",
+    "login.overloaded": "ただいま混み合っています。少し待ってからもう一度お試しください",
     "login.lead": "着信時にお客様情報を表示します",
     "board.heading": "着信ボード",
     "board.ringing": "着信中",
@@ -35,6 +36,7 @@ const STRINGS = {
     "notify.on": "デスクトップ通知: オン",
     "notify.title": "着信: {who}",
     "announce.ringing": "着信: {who}",
+    "announce.many": "着信 {count}件",
     "title.ringing": "着信: {who}",
     "title.idle": "着信ボード — callpop",
     "call.at": "{time} 着信",
@@ -62,8 +64,6 @@ const STRINGS = {
     "customer.daysSinceToday": "前回連絡: 本日",
     "customer.transactions": "取引履歴",
     "customer.notes": "対応履歴",
-    "customer.noTransactions": "取引履歴はありません",
-    "customer.noNotes": "対応履歴はありません",
     "customer.family": "この番号のお客様: {count}名",
     "status.unknown": "未登録の番号",
     "status.invalid": "番号を判別できません",
@@ -96,6 +96,7 @@ const STRINGS = {
     "login.failed": "Wrong login ID or password",
     "login.throttled": "Too many attempts. Please wait a moment and try again",
     "login.unreachable": "Cannot reach the server. Check the network",
+    "login.overloaded": "The server is busy. Please wait a moment and try again",
     "login.lead": "Shows who is calling when the phone rings",
     "board.heading": "Call board",
     "board.ringing": "Ringing",
@@ -114,6 +115,7 @@ const STRINGS = {
     "notify.on": "Desktop notifications: on",
     "notify.title": "Call: {who}",
     "announce.ringing": "Call: {who}",
+    "announce.many": "{count} incoming calls",
     "title.ringing": "Call: {who}",
     "title.idle": "Call board — callpop",
     "call.at": "Rang {time}",
@@ -141,8 +143,6 @@ const STRINGS = {
     "customer.daysSinceToday": "Last contact: today",
     "customer.transactions": "Transactions",
     "customer.notes": "Notes",
-    "customer.noTransactions": "No transactions",
-    "customer.noNotes": "No notes",
     "customer.family": "Customers on this number: {count}",
     "status.unknown": "Unknown number",
     "status.invalid": "Unrecognised number",
@@ -225,7 +225,7 @@ export function t(key, params = {}) {
   const table = STRINGS[current] || STRINGS.ja;
   const template = key in table ? table[key] : STRINGS.ja[key] ?? key;
   return template.replace(/\{(\w+)\}/g, (whole, name) =>
-    name in params ? String(params[name]) : whole,
+    name in params ? String(params[name] ?? "") : whole,
   );
 }
 

@@ -50,6 +50,12 @@ XSS_NAME = "<img src=x onerror=alert(1)>"
 XSS_NUMBER = "06-6000-1234"
 XSS_E164 = "+81660001234"
 
+# A customer with nothing but a name and a number: every optional field NULL, no
+# transactions, notes or calls. Its card must not say "null" anywhere.
+BARE_NAME = "空欄 花子"
+BARE_NUMBER = "06-6000-5678"
+BARE_E164 = "+81660005678"
+
 START_DEADLINE = 45.0  # seconds for the service to answer /healthz on a busy 2-core box
 RING_TIMEOUT_MS = 20_000  # a pop normally takes well under a second; this is a busy-CI bound
 
@@ -93,6 +99,20 @@ def _prepare_database(data_dir: Path) -> tuple[str, str]:
                     customer_id=customer.id, e164=XSS_E164, raw=XSS_NUMBER, label="<i>会社</i>"
                 )
             )
+            bare = Customer(
+                name=BARE_NAME,
+                furigana=None,
+                company=None,
+                rank=None,
+                tags=None,  # JSON null, as a hand-made import leaves it
+                preferences=None,
+                memo=None,
+                birthday=None,
+                assigned_staff_id=None,
+            )
+            session.add(bare)
+            session.flush()
+            session.add(CustomerPhone(customer_id=bare.id, e164=BARE_E164, raw=None, label=None))
             session.commit()
             return info.login, info.password
     finally:

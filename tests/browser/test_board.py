@@ -49,6 +49,39 @@ def test_wrong_password_shows_the_japanese_error(page: Any, service: Service) ->
     assert page.locator("#board-screen").is_hidden()
 
 
+def test_a_busy_server_is_not_called_a_wrong_password(page: Any, service: Service) -> None:
+    # The server answers 503 when it is already checking as many passwords as it will at
+    # once (tests/web/test_auth.py makes it do so); the page must not blame the password.
+    page.route(
+        "**/api/session",
+        lambda route: route.fulfill(
+            status=503, headers={"Retry-After": "1"}, json={"detail": "busy"}
+        ),
+    )
+    page.goto(service.url)
+    page.locator("#login-id").fill(service.login)
+    page.locator("#login-password").fill(service.password)
+    page.locator("#login-submit").click()
+    error = page.locator("#login-error")
+    error.wait_for(state="visible")
+    assert error.inner_text() == "ただいま混み合っています。少し待ってからもう一度お試しください"
+
+
+def test_a_session_ended_elsewhere_brings_back_the_login(board: Any) -> None:
+    # Logging out in another tab ends the session on the server: the board's WebSocket
+    # is closed and the page, asking who it is, lands on the login with nothing shown.
+    other = board.context.new_page()
+    try:
+        other.goto(board.url)
+        assert (
+            other.evaluate("fetch('/api/session', {method: 'DELETE'}).then(r => r.status)") == 204
+        )
+    finally:
+        other.close()
+    board.locator("#login-screen").wait_for(state="visible", timeout=15_000)
+    assert board.locator("#board-screen").is_hidden()
+
+
 def test_login_shows_the_board_with_staff_and_connection(page: Any, service: Service) -> None:
     page.goto(service.url)
     assert page.locator("#login-screen h1").inner_text() == "ログイン"

@@ -552,3 +552,71 @@ def test_different_bugs_are_each_logged_once_and_the_memory_of_them_is_bounded(
     # The first INTERNAL_ERROR_KINDS kinds, once each; later kinds only counted.
     assert logged == kinds[:INTERNAL_ERROR_KINDS]
     assert len(endpoint._internal_kinds) == INTERNAL_ERROR_KINDS
+
+
+# --- the ringing cap: a burst of INVITEs ----------------------------------------------
+
+
+def capped_endpoint(max_ringing: int, ring_timeout: float = 60.0) -> SipEndpoint:
+    return SipEndpoint(
+        EndpointConfig(
+            mode="trunk",
+            local_host="192.0.2.1",
+            local_port=5070,
+            allowed_hosts=frozenset({PBX[0]}),
+            ring_timeout=ring_timeout,
+            max_ringing=max_ringing,
+        )
+    )
+
+
+def invite_n(n: int) -> dict[str, str]:
+    return {"branch": f"z9hG4bKburst{n}", "call_id": f"burst{n}@pbx"}
+
+
+def test_the_invite_beyond_max_ringing_gets_486_with_retry_after_and_no_ring() -> None:
+    endpoint = capped_endpoint(3, ring_timeout=30.0)
+    for n in range(3):
+        assert [r.status for r in ringing(endpoint, float(n), **invite_n(n))] == [100, 180]
+    assert [type(e) for e in events(endpoint)] == [CallRinging] * 3
+    (busy,) = ringing(endpoint, 10.0, **invite_n(3))
+    # RFC 3261 §21.4.24 + §20.33: this call only, and when to try again (the oldest ring,
+    # started at 0, times out at 30).
+    assert (busy.status, busy.reason, busy.cseq) == (486, "Busy Here", (1, "INVITE"))
+    assert busy.headers.get("Retry-After") == "20"
+    assert to_tag(busy)  # a final response has a To tag
+    (rejected,) = events(endpoint)
+    assert isinstance(rejected, RequestRejected) and rejected.reason.startswith("busy:")
+    assert endpoint.active_calls == 3
+    assert endpoint.stats["refused_busy"] == 1
+    # Stateless: no transaction, so no timer beyond the three rings; the ACK is absorbed.
+    assert endpoint.get_timer() == 30.0
+    feed(endpoint, request("ACK", cseq="1 ACK", to_tag=to_tag(busy), **invite_n(3)), 10.1)
+    assert responses(endpoint) == []
+    # Its retransmission gets the same answer, same tag.
+    (again,) = ringing(endpoint, 10.5, **invite_n(3))
+    assert (again.status, to_tag(again)) == (486, to_tag(busy))
+
+
+def test_after_one_ringing_call_ends_a_new_invite_rings_again() -> None:
+    endpoint = capped_endpoint(2)
+    ringing(endpoint, 0.0, **invite_n(0))
+    ringing(endpoint, 0.0, **invite_n(1))
+    assert [r.status for r in ringing(endpoint, 1.0, **invite_n(2))] == [486]
+    feed(endpoint, request("CANCEL", **invite_n(0)), 2.0)
+    assert [r.status for r in responses(endpoint)] == [200, 487]
+    events(endpoint)
+    assert [r.status for r in ringing(endpoint, 3.0, **invite_n(3))] == [100, 180]
+    assert [type(e) for e in events(endpoint)] == [CallRinging]
+    assert endpoint.active_calls == 2
+    assert endpoint.stats["refused_busy"] == 1
+
+
+def test_max_ringing_defaults_to_200_and_must_be_positive() -> None:
+    endpoint = make_endpoint()
+    for n in range(200):
+        ringing(endpoint, 0.0, **invite_n(n))
+    assert endpoint.active_calls == 200
+    assert [r.status for r in ringing(endpoint, 0.0, **invite_n(200))] == [486]
+    with pytest.raises(ValueError, match="max_ringing"):
+        capped_endpoint(0)

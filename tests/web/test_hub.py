@@ -150,3 +150,76 @@ def asyncio_task(coro: Any) -> Any:
     import asyncio
 
     return asyncio.ensure_future(coro)
+
+
+# --- bursts: yielding, and dropping only a stuck browser --------------------------------
+
+
+@pytest.mark.asyncio
+async def test_publish_lets_a_reader_take_each_message_before_the_next_publish() -> None:
+    import asyncio
+
+    hub = InProcessHub()
+    sub = await hub.subscribe()
+    await sub.get()  # the snapshot
+    taken: list[str] = []
+
+    async def read() -> None:
+        while True:
+            taken.append(_decode(await sub.get()).call.id)
+
+    reader = asyncio.ensure_future(read())
+    await wait_for(lambda: sub.readers == 1, what="the reader waiting")
+    behind = []
+    for n in range(300):  # one publisher, no other await: only publish can yield
+        await hub.publish(_ringing(str(n)))
+        behind.append(n + 1 - len(taken))
+    reader.cancel()
+    assert max(behind) <= 1, "the reader got no turn between publishes of a burst"
+    assert taken == [str(n) for n in range(300)]
+
+
+@pytest.mark.asyncio
+async def test_a_burst_far_beyond_the_old_64_messages_drops_no_browser_that_reads() -> None:
+    hub = InProcessHub()
+    reading = await hub.subscribe()
+    for n in range(1000):
+        # Publish from one task without reading in between, as 1,000 ring tasks would.
+        hub._publish_now(_ringing(str(n)))
+    assert not reading.dropped and hub.stats.dropped_subscribers == 0
+    await reading.get()  # the snapshot
+    assert [_decode(await reading.get()).call.id for _ in range(1000)] == [
+        str(n) for n in range(1000)
+    ]
+    assert reading.queued_bytes == 0
+
+
+@pytest.mark.asyncio
+async def test_a_browser_that_takes_nothing_for_the_stall_time_is_dropped() -> None:
+    now = [0.0]
+    hub = InProcessHub(stall_seconds=15.0, clock=lambda: now[0])
+    stuck, reading = await hub.subscribe(), await hub.subscribe()
+    await reading.get()
+    await stuck.get()  # it read its snapshot, then stopped
+    for n in range(5):
+        now[0] += 5.0  # a slow trickle: 25 s in all
+        await hub.publish(_ringing(str(n)))
+        assert _decode(await reading.get()).call.id == str(n)  # progress every time
+    # First queued at t=5, nothing taken since: past 15 s at t=25 -> dropped then.
+    assert stuck.dropped and not reading.dropped
+    assert "no message taken for 20 s" in stuck.full_reason
+    assert hub.stats.dropped_subscribers == 1
+
+
+@pytest.mark.asyncio
+async def test_a_browser_over_the_byte_budget_is_dropped() -> None:
+    hub = InProcessHub(queue_bytes=20_000)
+    stuck = await hub.subscribe()
+    sent = 0
+    while not stuck.dropped:
+        assert sent < 100, "never dropped by its byte budget"
+        await hub.publish(_ringing(str(sent)))
+        sent += 1
+    assert 10 < sent < 100  # a few KB a message
+    assert "bytes behind" in stuck.full_reason
+    assert stuck.queued_bytes <= 20_000
