@@ -2,13 +2,15 @@
 
 The order of work for each event. For a ringing call: normalise the caller once
 (the office's :class:`~lookup.numbers.Numbering`), look the caller up (with a
-deadline; never raises), publish ``call.ringing`` to the hub, then write the call row
-in a worker thread; when the lookup missed its deadline, await the card it still
+deadline; never raises), publish ``call.ringing`` to the hub, then hand the call row
+to the call log (:class:`~callpop.calllog.CallLog`: its own thread, in order, retried,
+never dropped); when the lookup missed its deadline, await the card it still
 produces and publish it as ``call.updated`` (and link the row to the customer). For
 an end: publish ``call.ended``, then write. The browser pop is the deadline that
 matters; the database write waits behind it (docs/architecture.md, "Why the order
-ring → lookup → publish → record"). The hub owns the board; this service only keeps
-the calls whose end has not arrived yet, by SIP Call-ID.
+ring → lookup → publish → record"). Per call the writes are submitted in their order
+(started, customer, ended) and the call log keeps it. The hub owns the board; this
+service only keeps the calls whose end has not arrived yet, by SIP Call-ID.
 
 It knows events, numbers and cards, not SIP wire details, sockets or browsers.
 """
@@ -24,8 +26,7 @@ from datetime import datetime
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy.orm import Session, sessionmaker
-
+from callpop.calllog import Write
 from db.calls import record_call_customer, record_call_ended, record_call_started
 from lookup.card import CallerCard, CardStatus
 from lookup.numbers import Number, Numbering
@@ -45,6 +46,12 @@ from telephony.events import CallEnded, CallRinging
 log = logging.getLogger(__name__)
 
 TOKYO = ZoneInfo("Asia/Tokyo")
+
+
+class CallRecorder(Protocol):
+    """What the call service needs of ``callpop.calllog.CallLog``."""
+
+    def submit(self, write: Write, /, **fields: Any) -> None: ...
 
 
 class CardSource(Protocol):
@@ -67,8 +74,7 @@ class _Call:
     call: Call
     number: Number
     customer_id: int | None = None
-    ringing: asyncio.Task[None] | None = None  # lookup + publish
-    recorded: asyncio.Task[None] | None = None  # the call row written
+    ringing: asyncio.Task[None] | None = None  # lookup + publish + the row submitted
     ended: bool = False
 
 
@@ -86,18 +92,17 @@ class CallService:
         hub: Hub,
         lookup: CardSource,
         numbering: Numbering,
-        session_factory: sessionmaker[Session],
+        call_log: CallRecorder,
         clock: Callable[[], datetime] = lambda: datetime.now(TOKYO),
     ) -> None:
         self._hub = hub
         self._lookup = lookup
         self._numbering = numbering
-        self._session_factory = session_factory
+        self._call_log = call_log
         self._clock = clock
         self._by_sip_id: dict[str, _Call] = {}  # calls whose end has not arrived yet
         self._tasks: set[asyncio.Task[None]] = set()
         self.calls = 0  # calls handled since start
-        self.record_failures = 0  # call-log writes that failed
 
     # --- events in ------------------------------------------------------------
 
@@ -176,7 +181,7 @@ class CallService:
         entry.customer_id = _only_customer(card)
         # A call that ended during the lookup still pops; its end follows.
         await self._hub.publish(CallRingingMessage(call=call, card=card))
-        entry.recorded = self._spawn(self._record_started(entry))
+        self._record_started(entry)
         if found.late is not None:
             self._spawn(self._complete(entry, found.late))
 
@@ -197,11 +202,8 @@ class CallService:
         await self._hub.publish(CallUpdatedMessage(call=entry.call, card=card))
         if entry.customer_id is None:
             return
-        if entry.recorded is not None:
-            await asyncio.wait({entry.recorded})
-        await self._record(
-            record_call_customer, entry.call.id, id=entry.call.id, customer_id=entry.customer_id
-        )
+        # Spawned after the started row was submitted, so the call log applies it after.
+        self._call_log.submit(record_call_customer, id=entry.call.id, customer_id=entry.customer_id)
 
     async def _end(self, entry: _Call, event: CallEnded) -> None:
         if entry.ringing is not None:
@@ -215,18 +217,16 @@ class CallService:
         )
         entry.call = call
         await self._hub.publish(CallEndedMessage(call=call))
-        if entry.recorded is not None:
-            await asyncio.wait({entry.recorded})
         assert call.ended_at is not None and call.outcome is not None
-        await self._record(
-            record_call_ended, call.id, id=call.id, ended_at=call.ended_at, outcome=call.outcome
+        # After the ringing task, which submitted the started row: the order holds.
+        self._call_log.submit(
+            record_call_ended, id=call.id, ended_at=call.ended_at, outcome=call.outcome
         )
 
-    async def _record_started(self, entry: _Call) -> None:
+    def _record_started(self, entry: _Call) -> None:
         call = entry.call
-        await self._record(
+        self._call_log.submit(
             record_call_started,
-            call.id,
             id=call.id,
             sip_call_id=call.sip_call_id,
             caller_e164=call.caller.number,
@@ -237,20 +237,6 @@ class CallService:
             started_at=call.started_at,
             customer_id=entry.customer_id,
         )
-
-    async def _record(self, write: Callable[..., None], call_id: str, **fields: Any) -> None:
-        def run() -> None:
-            with self._session_factory() as session:
-                write(session, **fields)
-                session.commit()
-
-        try:
-            await asyncio.to_thread(run)
-        except Exception:
-            # The pop already went out; a lost row is logged with its id and counted
-            # (/healthz), never raised into the event loop.
-            self.record_failures += 1
-            log.exception("could not record call %s (%s)", call_id, write.__name__)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -264,7 +250,9 @@ class CallService:
             log.error("call event handling failed", exc_info=task.exception())
 
     async def close(self, timeout: float = 5.0) -> None:
-        """Let in-flight pops, late cards and call records finish (bounded), then stop."""
+        """Let in-flight pops and late cards finish (bounded), then stop.
+
+        What they submitted is the call log's to finish (``CallLog.close``)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while self._tasks:  # work in flight may spawn more (a late card, a call row)

@@ -1,4 +1,4 @@
-"""The ``callpop`` command line: serve, demo, call, explain-invite, lookup, user add.
+"""The ``callpop`` command line: serve, demo, call, explain-invite, lookup, user.
 
 This module only parses arguments, builds settings and calls into the parts; it
 holds no protocol or database logic of its own. Exit codes: 0 success, 1 runtime
@@ -135,6 +135,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add.add_argument("--config", type=Path)
     add.set_defaults(func=cmd_user_add)
+    passwd = user_sub.add_parser(
+        "passwd", help="set a staff member's password (ends all their sessions)"
+    )
+    passwd.add_argument("login")
+    passwd.add_argument(
+        "--password-stdin", action="store_true", help="read the password from stdin (no prompt)"
+    )
+    passwd.add_argument("--config", type=Path)
+    passwd.set_defaults(func=cmd_user_passwd)
+    deactivate = user_sub.add_parser(
+        "deactivate", help="stop a staff member logging in (ends all their sessions)"
+    )
+    deactivate.add_argument("login")
+    deactivate.add_argument("--config", type=Path)
+    deactivate.set_defaults(func=cmd_user_deactivate)
     return parser
 
 
@@ -243,17 +258,35 @@ def _own_command() -> str:
     return f"{shown} call"
 
 
-def server_config(app: Any, *, host: str, port: int) -> Any:
+def server_config(app: Any, *, host: str, port: int, trusted_proxies: Sequence[str] = ()) -> Any:
     """The uvicorn config callpop runs under (the tests use the same).
 
     ``log_config=None``: logging is configured once, by :func:`configure_logging`.
+    ``trusted_proxies`` (``http.trusted_proxies``): only connections from these have
+    their X-Forwarded-For/-Proto believed. uvicorn's default believes them from
+    127.0.0.1, so anything on the same machine could pick the client address the
+    login limits count by; here nothing is believed unless configured.
+
+    HTTP is uvicorn's h11 protocol with callpop's bounds (:mod:`callpop.http_server`):
+    the app's own guard when ``build_app`` made it (``app.state.http_guard``, which
+    /healthz reports), else one with the default ``[http]`` bounds.
     """
     import uvicorn
 
+    from callpop.http_server import ConnectionGuard, protocol_for
+    from callpop.settings import HttpSettings
+
+    guard = getattr(getattr(app, "state", None), "http_guard", None)
+    if not isinstance(guard, ConnectionGuard):
+        guard = ConnectionGuard.from_settings(HttpSettings())
     return uvicorn.Config(
         app,
         host=host,
         port=port,
+        http=protocol_for(guard),
+        timeout_keep_alive=guard.keep_alive_timeout,
+        proxy_headers=bool(trusted_proxies),
+        forwarded_allow_ips=list(trusted_proxies),
         log_config=None,
         lifespan="on",
         ws="websockets-sansio",
@@ -267,13 +300,22 @@ def server_config(app: Any, *, host: str, port: int) -> Any:
 def _run_server(settings: Settings, *, log_level: str | None = None) -> None:
     import uvicorn
 
+    from callpop.http_server import raise_file_limit
     from callpop.logs import configure_logging
     from callpop.service import build_app, numbering_of
 
     configure_logging(log_level or settings.log.level, settings.log.format)
     numbering_of(settings)  # a bad [numbering] is a config error before anything starts
+    raise_file_limit()  # before build_app: the connection cap is computed from it
     app = build_app(settings)
-    server = uvicorn.Server(server_config(app, host=settings.http.host, port=settings.http.port))
+    server = uvicorn.Server(
+        server_config(
+            app,
+            host=settings.http.host,
+            port=settings.http.port,
+            trusted_proxies=settings.http.trusted_proxies,
+        )
+    )
     server.run()
     if not server.started:
         raise CliError(
@@ -404,6 +446,55 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     return 0
+
+
+# --- user passwd / deactivate ----------------------------------------------------------------
+
+
+def _read_new_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("New password: ")
+        if password != getpass.getpass("Again: "):
+            raise CliError("passwords do not match", code=2)
+    if len(password) < 8:
+        raise CliError("password must be at least 8 characters", code=2)
+    return password
+
+
+def cmd_user_passwd(args: argparse.Namespace) -> int:
+    from db.staff import set_password
+
+    password = _read_new_password(args)
+    _change_staff(args, lambda session: set_password(session, args.login, password), "password set")
+    return 0
+
+
+def cmd_user_deactivate(args: argparse.Namespace) -> int:
+    from db.staff import deactivate
+
+    _change_staff(args, lambda session: deactivate(session, args.login), "deactivated")
+    return 0
+
+
+def _change_staff(args: argparse.Namespace, change: Any, done: str) -> None:
+    """Run ``change(session)`` on the configured database; it ends the person's sessions
+    there, and a running callpop closes their open pages within seconds."""
+    from db.engine import make_engine, make_session_factory, migrate
+
+    settings = load_settings(args.config)
+    engine = make_engine(settings.database.url)
+    try:
+        migrate(engine)
+        with make_session_factory(engine)() as session:
+            staff = change(session)
+            if staff is None:
+                raise CliError(f"no staff member with login {args.login!r}", code=2)
+            session.commit()
+            print(f"{staff.login}: {done}; all sessions ended")
+    finally:
+        engine.dispose()
 
 
 if __name__ == "__main__":

@@ -15,26 +15,47 @@ import errno
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from callpop.calllog import CallLog, DatabaseFile, journal_path_for
 from callpop.calls import CallService
+from callpop.http_server import ConnectionGuard
 from callpop.logs import Throttle
 from callpop.settings import ConfigError, Settings
-from db.engine import make_engine, make_session_factory, migrate
+from db.calls import (
+    close_interrupted_calls,
+    record_call_customer,
+    record_call_ended,
+    record_call_started,
+)
+from db.engine import make_engine, make_session_factory, migrate, sqlite_file
 from db.models import Staff
-from lookup.numbers import Numbering
+from lookup.numbers import Numbering, load_all_metadata
 from lookup.service import CallerLookup
 from popup_ui.app import VERSION, create_app
+from popup_ui.auth import auth_health
 from popup_ui.context import StartupError, WebConfig, WebServices
 from popup_ui.hub import InProcessHub
-from popup_ui.schemas import CallLogHealth, DatabaseHealth, Health, HubHealth, SipHealth
+from popup_ui.schemas import (
+    AuthHealth,
+    CallLogHealth,
+    CallLogWriterHealth,
+    DatabaseHealth,
+    Health,
+    HttpHealth,
+    HubHealth,
+    SipHealth,
+)
 from telephony.endpoint import EndpointConfig
 from telephony.events import (
     CallAnswered,
@@ -49,6 +70,7 @@ from telephony.transport import SipTransport, advertised_host
 from telephony.uri import hostport
 
 log = logging.getLogger("callpop")
+TOKYO = ZoneInfo("Asia/Tokyo")
 sip_log = logging.getLogger("callpop.sip")
 
 # A health check that hangs is worse than one that says "down".
@@ -113,9 +135,17 @@ class Runtime:
     calls: CallService
     sip: SipWatch
     transport: SipTransport | None
+    call_log: CallLog
+    database_file: DatabaseFile | None = None  # SQLite: the file the engine opened
+    http: ConnectionGuard | None = None  # the HTTP server's bounds and counters
 
-    async def health(self) -> Health:
+    async def health(self, *, auth: AuthHealth | None = None) -> Health:
+        """/healthz; ``auth`` is the web side's login and session counters."""
         database = await database_state(self.engine)
+        # A deleted or replaced SQLite file still answers through the open connections.
+        moved = self.database_file.problem() if self.database_file is not None else None
+        if moved is not None:
+            database = DatabaseHealth(ok=False, detail=f"{moved}; call-log writes are held")
         sip = self._sip_health()
         registered = sip.registration == RegistrationState.REGISTERED.value
         sip_ok = not sip.enabled or sip.mode == "trunk" or registered
@@ -132,10 +162,41 @@ class Runtime:
             ),
             calls=CallLogHealth(
                 calls=self.calls.calls,
-                record_failures=self.calls.record_failures,
+                record_failures=self.call_log.stats.failed,
                 lookup_timeouts=self.lookup.timeouts,
                 lookup_failures=self.lookup.failures,
             ),
+            auth=auth or AuthHealth(),
+            call_log=self._call_log_health(),
+            http=self._http_health(),
+        )
+
+    def _http_health(self) -> HttpHealth:
+        guard = self.http
+        if guard is None:
+            return HttpHealth()
+        return HttpHealth(
+            connections=guard.open_connections,
+            peak_connections=guard.peak_connections,
+            max_connections=guard.max_connections,
+            file_limit=guard.file_limit,
+            closed_idle=guard.closed_idle,
+            closed_slow=guard.closed_slow,
+            refused_over_cap=guard.refused_over_cap,
+        )
+
+    def _call_log_health(self) -> CallLogWriterHealth:
+        log_ = self.call_log
+        return CallLogWriterHealth(
+            written=log_.stats.written,
+            retried=log_.stats.retried,
+            failed=log_.stats.failed,
+            spilled=log_.stats.spilled,
+            replayed=log_.stats.replayed,
+            queue=log_.queue_depth,
+            queue_limit=log_.max_queue,
+            journal=log_.journal_entries,
+            held=log_.held,
         )
 
     def _sip_health(self) -> SipHealth:
@@ -158,31 +219,52 @@ class Runtime:
             stats=dict(self.transport.stats),
         )
 
-    def web(self) -> WebServices:
+    def web(self, *, auth: Callable[[], AuthHealth] = AuthHealth) -> WebServices:
+        async def health() -> Health:
+            return await self.health(auth=auth())
+
         return WebServices(
             session_factory=self.session_factory,
             lookup=self.lookup,
             hub=self.hub,
-            health=self.health,
+            health=health,
         )
 
 
 @asynccontextmanager
-async def running(settings: Settings, *, sip: bool = True) -> AsyncIterator[Runtime]:
-    """Every part of callpop, started; stopped in reverse order on exit."""
+async def running(
+    settings: Settings, *, sip: bool = True, http: ConnectionGuard | None = None
+) -> AsyncIterator[Runtime]:
+    """Every part of callpop, started; stopped in reverse order on exit.
+
+    ``http`` is the HTTP server's guard, whose counters /healthz reports.
+    """
+    # Every region's number metadata now: loaded lazily, a failed read (no file
+    # handle left) would leave phonenumbers' lock held and the next call hang.
+    load_all_metadata()
     numbering = numbering_of(settings)
     engine = await _open_database(settings.database.url)
+    database_path = sqlite_file(settings.database.url)
+    database_file = DatabaseFile(database_path) if database_path is not None else None
+    call_log: CallLog | None = None
+    watcher: asyncio.Task[None] | None = None
     try:
         session_factory = make_session_factory(engine)
+        call_log = open_call_log(settings, session_factory, database_file)
+        # Before SIP listens, and first in the writer's queue (after a journal left by
+        # the last run): no call of this run can be closed by it.
+        call_log.submit(close_calls_left_open, now=datetime.now(TOKYO))
+        if database_file is not None:
+            watcher = asyncio.get_running_loop().create_task(
+                watch_database_file(database_file, engine, call_log)
+            )
         lookup = CallerLookup(
             session_factory,
             numbering=numbering,
             timeout=settings.database.lookup_timeout_ms / 1000,
         )
         hub = InProcessHub()
-        calls = CallService(
-            hub=hub, lookup=lookup, numbering=numbering, session_factory=session_factory
-        )
+        calls = CallService(hub=hub, lookup=lookup, numbering=numbering, call_log=call_log)
         watch = SipWatch(calls)
         transport = await _start_sip(settings, watch) if sip else None
         try:
@@ -196,6 +278,9 @@ async def running(settings: Settings, *, sip: bool = True) -> AsyncIterator[Runt
                 calls=calls,
                 sip=watch,
                 transport=transport,
+                call_log=call_log,
+                database_file=database_file,
+                http=http,
             )
             _say_started(runtime)
             yield runtime
@@ -205,7 +290,104 @@ async def running(settings: Settings, *, sip: bool = True) -> AsyncIterator[Runt
             await calls.close()
             await hub.close()
     finally:
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.wait({watcher})
+        if call_log is not None:
+            await call_log.close()
         engine.dispose()
+
+
+# --- the call log ---------------------------------------------------------------------------
+
+_WATCH_INTERVAL = 2.0  # seconds between looks at the SQLite file's identity
+
+
+def close_calls_left_open(session: Session, *, now: datetime) -> None:
+    """The start-up write: calls a crash left ``ringing`` end as ``interrupted``."""
+    closed = close_interrupted_calls(session, now)
+    if closed:
+        log.warning("%d call(s) left open by an unclean stop closed as interrupted", closed)
+
+
+CALL_LOG_WRITES = (
+    record_call_started,
+    record_call_customer,
+    record_call_ended,
+    close_calls_left_open,
+)
+
+
+def open_call_log(
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    database_file: DatabaseFile | None,
+) -> CallLog:
+    """The call log's writer; its journal beside the SQLite file unless configured."""
+    database = settings.database
+    if database.call_log_journal:
+        journal = Path(database.call_log_journal).expanduser()
+    elif database_file is not None:
+        journal = journal_path_for(database_file.path)
+    else:
+        journal = Path("callpop.calllog-journal.jsonl").resolve()
+    return CallLog(
+        session_factory,
+        writes=CALL_LOG_WRITES,
+        journal=journal,
+        max_queue=database.call_log_queue,
+        guard=database_file.problem if database_file is not None else None,
+    )
+
+
+async def watch_database_file(
+    database_file: DatabaseFile,
+    engine: Engine,
+    call_log: CallLog,
+    *,
+    interval: float = _WATCH_INTERVAL,
+) -> None:
+    """Notice the SQLite file deleted or replaced; re-open it once a file is back.
+
+    While the path is not the file the engine opened, the call log holds its writes
+    (its guard is :meth:`DatabaseFile.problem`) and /healthz says so. A file at the path
+    again (restored from a backup, or moved into place) is migrated and adopted: the
+    engine's connections to the old file are closed, and the held writes follow in order.
+    A new empty database is never made here: that would split the log and hide the loss.
+    """
+    said: str | None = None  # the problem last logged
+    reopen_failed: str | None = None
+    while True:
+        problem = database_file.problem()
+        if problem is not None and said is None:
+            said = problem
+            log.error(
+                "%s: call-log writes are held (not lost) until a database file is back at"
+                " that path (restore it from a backup); the lookup answers from the old copy",
+                problem,
+            )
+        if said is not None and database_file.current() is not None:
+            try:
+                await asyncio.to_thread(_reopen, engine, database_file)
+            except Exception as exc:
+                if reopen_failed != _first_line(exc):
+                    reopen_failed = _first_line(exc)
+                    log.error("cannot open %s: %s", database_file.path, reopen_failed)
+            else:
+                log.warning(
+                    "the database file %s is back: %d held call-log writes follow",
+                    database_file.path,
+                    call_log.queue_depth + call_log.journal_entries,
+                )
+                said = reopen_failed = None
+                call_log.wake()
+        await asyncio.sleep(interval)
+
+
+def _reopen(engine: Engine, database_file: DatabaseFile) -> None:
+    engine.dispose()  # pooled connections still point at the old file
+    migrate(engine)
+    database_file.adopt()
 
 
 def web_config(settings: Settings) -> WebConfig:
@@ -226,17 +408,27 @@ def build_app(settings: Settings, *, sip: bool = True) -> FastAPI:
     With ``sip=False`` no SIP listener is started (the web alone).
     """
 
+    # The HTTP server's bounds (cli.server_config finds them on app.state).
+    guard = ConnectionGuard.from_settings(settings.http)
+
     @asynccontextmanager
     async def start() -> AsyncIterator[WebServices]:
         try:
-            async with running(settings, sip=sip) as runtime:
+            async with running(settings, sip=sip, http=guard) as runtime:
                 app.state.runtime = runtime
-                yield runtime.web()
+                yield runtime.web(auth=lambda: _auth_counters(app))
         except ConfigError as exc:
             raise StartupError(f"config: {exc}") from exc
 
     app = create_app(web_config(settings), start)
+    app.state.http_guard = guard
     return app
+
+
+def _auth_counters(app: FastAPI) -> AuthHealth:
+    # popup_ui keeps these counters on its own parts (app.state.web); callpop reads them.
+    web = app.state.web
+    return auth_health(web.login_limiter, web.password_check, web.sessions)
 
 
 def _say_started(runtime: Runtime) -> None:
@@ -252,6 +444,9 @@ def _say_started(runtime: Runtime) -> None:
             registrar = hostport(settings.sip.registrar_host, settings.sip.registrar_port)
             sip += f" registering {settings.sip.user} at {registrar}"
     url = f"http://{hostport(settings.http.host, settings.http.port)}/"
+    if runtime.http is not None:
+        guard = runtime.http
+        url += f" (at most {guard.max_connections} connections, open-file limit {guard.file_limit})"
     log.info("callpop %s: %s; database %s; HTTP %s", VERSION, sip, database, url)
 
 
@@ -274,6 +469,11 @@ async def _open_database(url: str) -> Engine:
     except Exception as exc:
         engine.dispose()
         raise StartupError(f"database {shown}: {_first_line(exc)}") from exc
+    if sqlite_file(url) is not None:
+        # The file exists now; from here on a missing file is an error, not a new
+        # empty database (db.engine.make_engine, create_file).
+        engine.dispose()
+        engine = make_engine(url, create_file=False)
     return engine
 
 
@@ -293,6 +493,7 @@ def endpoint_config(settings: Settings, *, local_host: str) -> EndpointConfig:
         password=sip.password,
         expires=sip.expires,
         ring_timeout=sip.ring_timeout,
+        max_ringing=sip.max_ringing,
         user_agent=f"callpop/{VERSION}",
     )
 

@@ -41,6 +41,8 @@ class SipSettings(_Section):
     # registrar host is always allowed; in trunk mode only these are.
     allowed_hosts: list[str] = Field(default_factory=list)
     ring_timeout: float = 60.0
+    # Calls ringing at once; an INVITE beyond this gets 486 Busy Here (docs/security.md).
+    max_ringing: int = Field(default=200, ge=1, le=100_000)
 
 
 class RewriteRule(_Section):
@@ -60,16 +62,30 @@ class NumberingSettings(_Section):
 class DatabaseSettings(_Section):
     url: str = "sqlite:///callpop.db"
     lookup_timeout_ms: int = 300
+    # Call-log writes waiting in memory for the database, at most; more go to the journal.
+    call_log_queue: int = Field(default=1000, ge=1)
+    # The call-log journal file; empty = beside the SQLite file, or ./callpop.calllog-journal.jsonl.
+    call_log_journal: str = ""
 
 
 class HttpSettings(_Section):
     host: str = "127.0.0.1"
     port: int = 8080
-    session_secret: str = ""  # empty = a random secret per start (sessions end on restart)
+    session_secret: str = ""  # unused since sessions live in the database; old configs load
     session_max_age: int = 12 * 3600
     cookie_secure: bool = False
     # Extra origins allowed to open /ws besides the page's own host.
     allowed_origins: list[str] = Field(default_factory=list)
+    # Reverse proxies (IP addresses or networks) whose X-Forwarded-For/-Proto is believed;
+    # empty: none, the peer address is the client (docs/security.md).
+    trusted_proxies: list[str] = Field(default_factory=list)
+    # A connection must deliver a whole request within this many seconds of opening (or
+    # of starting its next one), else it is closed (callpop/http_server.py).
+    request_timeout: float = Field(default=10.0, gt=0)
+    # A kept-alive connection idle this many seconds after a response is closed.
+    keep_alive_timeout: int = Field(default=5, ge=1)
+    # Open connections (HTTP and WebSocket) at most; 0 = computed below the open-file limit.
+    max_connections: int = Field(default=0, ge=0)
 
 
 class LogSettings(_Section):

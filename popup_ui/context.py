@@ -19,7 +19,7 @@ from lookup.numbers import Number
 
 if TYPE_CHECKING:
     from lookup.service import Lookup
-    from popup_ui.auth import LoginLimiter, SessionCodec
+    from popup_ui.auth import LoginLimiter, PasswordCheck, SessionStore
     from popup_ui.hub import Hub
     from popup_ui.schemas import Health
 
@@ -32,7 +32,7 @@ class StartupError(Exception):
 class WebConfig:
     """The ``[http]`` and ``[ui]`` settings the web side needs."""
 
-    session_secret: str = ""  # empty: a random secret per start
+    session_secret: str = ""  # unused: sessions live in the database (kept for old configs)
     session_max_age: int = 12 * 3600
     cookie_secure: bool = False
     allowed_origins: tuple[str, ...] = ()
@@ -76,8 +76,9 @@ class WebState:
 
     config: WebConfig
     services: WebServices
-    sessions: SessionCodec
+    sessions: SessionStore
     login_limiter: LoginLimiter
+    password_check: PasswordCheck
 
 
 def get_web(conn: HTTPConnection) -> WebState:

@@ -61,7 +61,10 @@ class Call(_Wire):
     started_at: Timestamp
     ended_at: Timestamp | None = None
     state: CallState = CallState.RINGING
-    outcome: Literal["answered_elsewhere", "abandoned", "timeout", "hangup"] | None = None
+    # interrupted: the service stopped (crash, kill -9) before it saw the end.
+    outcome: (
+        Literal["answered_elsewhere", "abandoned", "timeout", "hangup", "interrupted"] | None
+    ) = None
     answered_by: str | None = Field(default=None, description="extension, once known")
     caller: Caller
     dialed_line: DialedLine | None = None

@@ -113,9 +113,54 @@ class CallLogHealth(_Out):
     lookup_failures: int
 
 
+class AuthHealth(_Out):
+    """Logins and sessions since start (``popup_ui.auth``)."""
+
+    logins: int = 0
+    login_failures: int = Field(default=0, description="wrong login or password (401)")
+    refused_limit: int = Field(default=0, description="too many attempts (429)")
+    refused_load: int = Field(default=0, description="too many password checks at once (503)")
+    password_checks_pending: int = Field(default=0, description="running or waiting now")
+    sessions_ended: dict[str, int] = Field(
+        default_factory=dict,
+        description="by reason: logout | expired | deactivated | password | replaced | ended",
+    )
+    websockets_closed: int = Field(default=0, description="open /ws closed as its session ended")
+
+
+class CallLogWriterHealth(_Out):
+    """The call log's writer (``callpop.calllog``): writes are retried, held or
+    journalled, never dropped."""
+
+    written: int = 0
+    retried: int = Field(default=0, description="attempts tried again (locked, disconnected)")
+    failed: int = Field(default=0, description="writes refused for good (logged with the id)")
+    spilled: int = Field(default=0, description="writes sent to the journal (queue full)")
+    replayed: int = Field(default=0, description="writes applied from the journal")
+    queue: int = Field(default=0, description="writes waiting in memory now")
+    queue_limit: int = 0
+    journal: int = Field(default=0, description="writes waiting in the journal file now")
+    held: str | None = Field(default=None, description="why writes are waiting, or null")
+
+
+class HttpHealth(_Out):
+    """The HTTP server's connection bounds and what they closed (callpop/http_server.py)."""
+
+    connections: int = Field(default=0, description="open now, HTTP and WebSocket")
+    peak_connections: int = 0
+    max_connections: int = Field(default=0, description="beyond this, new ones get 503")
+    file_limit: int = Field(default=0, description="the process's open-file limit")
+    closed_idle: int = Field(default=0, description="sent nothing within request_timeout")
+    closed_slow: int = Field(default=0, description="sent part of a request, not all, in time")
+    refused_over_cap: int = Field(default=0, description="closed at once: too many open")
+
+
 class Health(_Out):
     status: Literal["ok", "degraded"]
     sip: SipHealth
     database: DatabaseHealth
     hub: HubHealth
     calls: CallLogHealth
+    auth: AuthHealth = Field(default_factory=AuthHealth)
+    call_log: CallLogWriterHealth = Field(default_factory=CallLogWriterHealth)
+    http: HttpHealth = Field(default_factory=HttpHealth)
