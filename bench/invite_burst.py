@@ -37,8 +37,6 @@ import json
 import os
 import random
 import re
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,10 +52,10 @@ from pop_latency import (
     Seeded,
     Service,
     describe_machine,
-    free_port,
     login,
     percentile,
     prepare_database,
+    start_service,
 )
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Origin
@@ -70,54 +68,6 @@ _STATUS = re.compile(rb"^SIP/2\.0 (\d{3}) ")
 
 
 # --- the service ----------------------------------------------------------------------------
-
-
-def start_service(url: str, workdir: Path, *, code: Path, ring_timeout: float) -> Service:
-    """``callpop serve`` from the checkout ``code`` (PYTHONPATH), trunk mode on loopback."""
-    http_port = free_port(socket.SOCK_STREAM)
-    sip_port = free_port(socket.SOCK_DGRAM)
-    config = workdir / "callpop.toml"
-    config.write_text(
-        "\n".join(
-            [
-                "[sip]",
-                'mode = "trunk"',
-                'bind_host = "127.0.0.1"',
-                f"bind_port = {sip_port}",
-                'allowed_hosts = ["127.0.0.1"]',
-                f"ring_timeout = {ring_timeout}",
-                "",
-                "[database]",
-                f"url = {json.dumps(url)}",
-                "",
-                "[http]",
-                'host = "127.0.0.1"',
-                f"port = {http_port}",
-                f'session_secret = "{os.urandom(24).hex()}"',
-                "",
-            ]
-        )
-    )
-    log_path = workdir / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "callpop.cli", "serve", "--config", str(config)],
-            cwd=workdir,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(code)},
-        )
-    service = Service(process=process, http_port=http_port, sip_port=sip_port, log_path=log_path)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the service exited with {process.returncode}:\n{service.log_tail()}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{service.base_url}/healthz", timeout=2).status_code == 200:
-                return service
-        time.sleep(0.2)
-    service.stop()
-    raise SystemExit(f"the service did not answer /healthz within 90 s:\n{service.log_tail()}")
 
 
 # --- clients and calls ----------------------------------------------------------------------

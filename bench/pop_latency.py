@@ -251,7 +251,10 @@ class Service:
         return ""
 
 
-def start_service(url: str, workdir: Path) -> Service:
+def start_service(
+    url: str, workdir: Path, *, code: Path = REPO, ring_timeout: float = 60.0
+) -> Service:
+    """``callpop serve`` from the checkout ``code`` (PYTHONPATH), trunk mode on loopback."""
     http_port = free_port(socket.SOCK_STREAM)
     sip_port = free_port(socket.SOCK_DGRAM)
     config = workdir / "callpop.toml"
@@ -263,7 +266,7 @@ def start_service(url: str, workdir: Path) -> Service:
                 'bind_host = "127.0.0.1"',
                 f"bind_port = {sip_port}",
                 'allowed_hosts = ["127.0.0.1"]',
-                "ring_timeout = 60.0",
+                f"ring_timeout = {ring_timeout}",
                 "",
                 "[database]",
                 f"url = {json.dumps(url)}",
@@ -283,7 +286,7 @@ def start_service(url: str, workdir: Path) -> Service:
             cwd=workdir,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
+            env={**os.environ, "PYTHONPATH": str(code)},
         )
     service = Service(process=process, http_port=http_port, sip_port=sip_port, log_path=log_path)
     deadline = time.monotonic() + 90
