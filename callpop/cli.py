@@ -415,15 +415,7 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     from db.engine import make_engine, make_session_factory, migrate
     from db.staff import create_staff
 
-    if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = getpass.getpass("Password: ")
-        if password != getpass.getpass("Again: "):
-            raise CliError("passwords do not match", code=2)
-    if len(password) < 8:
-        raise CliError("password must be at least 8 characters", code=2)
-
+    password = _read_password(args, prompt="Password: ")
     settings = load_settings(args.config)
     engine = make_engine(settings.database.url)
     try:
@@ -451,11 +443,12 @@ def cmd_user_add(args: argparse.Namespace) -> int:
 # --- user passwd / deactivate ----------------------------------------------------------------
 
 
-def _read_new_password(args: argparse.Namespace) -> str:
+def _read_password(args: argparse.Namespace, *, prompt: str) -> str:
+    """From stdin with ``--password-stdin``, else typed twice; at least 8 characters."""
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
-        password = getpass.getpass("New password: ")
+        password = getpass.getpass(prompt)
         if password != getpass.getpass("Again: "):
             raise CliError("passwords do not match", code=2)
     if len(password) < 8:
@@ -466,7 +459,7 @@ def _read_new_password(args: argparse.Namespace) -> str:
 def cmd_user_passwd(args: argparse.Namespace) -> int:
     from db.staff import set_password
 
-    password = _read_new_password(args)
+    password = _read_password(args, prompt="New password: ")
     _change_staff(args, lambda session: set_password(session, args.login, password), "password set")
     return 0
 
