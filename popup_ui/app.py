@@ -35,8 +35,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from popup_ui import api, auth, health, ws
-from popup_ui.auth import LoginLimiter, PasswordCheck, SessionStore
 from popup_ui.context import StartupError, WebConfig, WebServices, WebState
+from popup_ui.login_guard import LoginLimiter, PasswordCheck
+from popup_ui.sessions import SessionStore
 
 log = logging.getLogger(__name__)
 

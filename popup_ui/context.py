@@ -19,9 +19,10 @@ from lookup.numbers import Number
 
 if TYPE_CHECKING:
     from lookup.service import Lookup
-    from popup_ui.auth import LoginLimiter, PasswordCheck, SessionStore
     from popup_ui.hub import Hub
+    from popup_ui.login_guard import LoginLimiter, PasswordCheck
     from popup_ui.schemas import Health
+    from popup_ui.sessions import SessionStore
 
 
 class StartupError(Exception):

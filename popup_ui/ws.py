@@ -20,9 +20,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocketDisconnect
 
-from popup_ui.auth import COOKIE_NAME, SessionStore
+from popup_ui.auth import COOKIE_NAME
 from popup_ui.context import get_web
 from popup_ui.hub import CLOSE_TOO_SLOW, Subscription, SubscriptionDropped
+from popup_ui.sessions import SessionStore
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from sqlalchemy import update
 from callpop.cli import server_config
 from callpop.service import build_app
 from db.models import Staff
-from popup_ui.auth import PasswordCheck
+from popup_ui.login_guard import PasswordCheck
 from tests.waiting import wait_for
 from tests.web.conftest import DemoTemplate, Live, make_settings, stop_live
 
