@@ -1,4 +1,4 @@
-"""The ``callpop`` command line: serve, demo, call, explain-invite, lookup, user.
+"""The ``callpop`` command line: serve, demo, call, explain-invite, explain-notify, lookup, user.
 
 This module only parses arguments, builds settings and calls into the parts; it
 holds no protocol or database logic of its own. Exit codes: 0 success, 1 runtime
@@ -116,6 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", type=Path, help="TOML config file: its [numbering] rules apply"
     )
     explain.set_defaults(func=cmd_explain_invite)
+
+    notify = sub.add_parser(
+        "explain-notify",
+        help="print what callpop reads from one dialog-info NOTIFY (body or whole message)",
+    )
+    notify.add_argument(
+        "file", nargs="?", default="-", help="file with the body or message, or - for stdin"
+    )
+    notify.set_defaults(func=cmd_explain_notify)
 
     lookup = sub.add_parser("lookup", help="print the caller card for a number as JSON")
     lookup.add_argument("number")
@@ -386,6 +395,27 @@ def cmd_explain_invite(args: argparse.Namespace) -> int:
         raise CliError(str(exc), code=2) from exc
     print(json.dumps(result, ensure_ascii=False))
     return 0
+
+
+def cmd_explain_notify(args: argparse.Namespace) -> int:
+    from callpop.explain import ExplainError, explain_notify
+
+    data = _read_input(args.file)
+    try:
+        result = explain_notify(data)
+    except ExplainError as exc:
+        raise CliError(str(exc), code=2) from exc
+    print(json.dumps(result, ensure_ascii=False))
+    return 0
+
+
+def _read_input(file: str) -> bytes:
+    if file == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(file).read_bytes()
+    except OSError as exc:
+        raise CliError(f"{file}: {exc.strerror}", code=2) from exc
 
 
 def cmd_lookup(args: argparse.Namespace) -> int:

@@ -111,3 +111,44 @@ def test_explain_invite_reads_a_file_or_stdin_and_refuses_what_is_not_a_request(
     missing = callpop("explain-invite", "/nonexistent/invite.sip")
     assert missing.returncode == 2
     assert missing.stderr.strip() == "callpop: /nonexistent/invite.sip: No such file or directory"
+
+
+def test_explain_notify_reads_a_body_or_a_message_from_a_file_or_stdin() -> None:
+    samples = Path(__file__).parent / "data" / "dialog-info"
+    expected = json.loads((samples / "expected.json").read_text(encoding="utf-8"))["files"]
+    body = callpop("explain-notify", str(samples / "japanese-display.xml"))
+    assert body.returncode == 0, body.stderr
+    printed = json.loads(body.stdout)
+    assert printed["document"] == expected["japanese-display.xml"]["document"]
+    [dialog] = printed["dialogs"]
+    assert list(dialog) == [
+        "id", "call_id", "direction", "state", "event",
+        "remote_identity", "remote_display", "local_identity",
+    ]  # fmt: skip
+    assert (dialog["state"], dialog["remote_display"]) == ("early", "山田 太郎")
+
+    message = samples / "yealink-style-confirmed.sip"
+    from_stdin = callpop("explain-notify", "-", stdin=message.read_text(encoding="utf-8"))
+    assert from_stdin.returncode == 0, from_stdin.stderr
+    assert json.loads(from_stdin.stdout) == json.loads(
+        callpop("explain-notify", str(message)).stdout
+    )
+    assert json.loads(from_stdin.stdout)["document"]["version"] == 3
+
+
+def test_explain_notify_refuses_what_is_not_dialog_info_in_one_line() -> None:
+    hostile = Path(__file__).parent / "data" / "dialog-info" / "hostile"
+    for stdin in ("SIP/2.0 200 OK\r\n\r\n", "<html><body>hello</body></html>", "garbage"):
+        refused = callpop("explain-notify", "-", stdin=stdin)
+        assert refused.returncode == 2
+        assert refused.stdout == ""
+        assert refused.stderr.startswith("callpop: not dialog-info: ")
+        assert len(refused.stderr.strip().splitlines()) == 1
+    laughs = callpop("explain-notify", str(hostile / "billion-laughs.xml"))
+    assert (laughs.returncode, laughs.stderr.strip()) == (
+        2,
+        "callpop: not dialog-info: a DTD is not allowed in dialog-info",
+    )
+    missing = callpop("explain-notify", "/nonexistent/notify.xml")
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == "callpop: /nonexistent/notify.xml: No such file or directory"
