@@ -213,12 +213,16 @@ class Transaction(Timestamped, SoftDeleted, Base):
 class Note(Timestamped, SoftDeleted, Base):
     """A record of contact (対応履歴), linked to the call when written from a pop.
 
-    ``updated_at`` stays so that a later revision history can tell edited notes.
+    ``idempotency_key`` is chosen by the browser for each note it writes: a retry of
+    the same save finds the row instead of adding a second (unique; NULL for notes
+    written before it existed). A correction keeps the earlier text as a
+    :class:`NoteRevision`; ``updated_at`` says when the text last changed.
     """
 
     __tablename__ = "notes"
     __table_args__ = (
         Index("ix_notes_customer_created", "customer_id", "created_at", "id"),  # read backwards
+        Index("ix_notes_idempotency_key", "idempotency_key", unique=True),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -228,19 +232,52 @@ class Note(Timestamped, SoftDeleted, Base):
     call_id: Mapped[str | None] = mapped_column(
         ForeignKey("calls.id", ondelete="SET NULL"), index=True
     )
+    idempotency_key: Mapped[str | None] = mapped_column(String(64), default=None)
+    # 見積依頼 | 予約 | クレーム | 問い合わせ | その他 (checked by the API, not the table).
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list, server_default=text("'[]'"))
+    follow_up_on: Mapped[dt.date | None] = mapped_column(Date, default=None)
 
     customer: Mapped[Customer] = relationship(back_populates="notes", lazy="raise")
     staff: Mapped[Staff | None] = relationship(lazy="raise")
 
 
+class NoteRevision(Base):
+    """An earlier text of a note: what it said before ``staff_id`` changed it at ``changed_at``."""
+
+    __tablename__ = "note_revisions"
+    __table_args__ = (Index("ix_note_revisions_note_changed", "note_id", "changed_at", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    note_id: Mapped[int] = mapped_column(ForeignKey("notes.id", ondelete="CASCADE"))
+    body: Mapped[str] = mapped_column(Text)
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id", ondelete="SET NULL"))
+    changed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+# Why a call is on the missed list: it ended like this with nobody answering.
+MISSED_OUTCOMES = ("abandoned", "timeout")
+_MISSED = text(
+    "outcome IN ('abandoned', 'timeout') AND answered_by IS NULL AND answered_staff_id IS NULL"
+)
+
+
 class Call(Timestamped, Base):
-    """The call log: one row per ringing call, written by the server, never by a person."""
+    """The call log: one row per ringing call, written by the server, never by a person
+    (except the missed-call follow-up: ``missed_*``)."""
 
     __tablename__ = "calls"
     __table_args__ = (
         Index("ix_calls_caller_started", "caller_e164", "started_at"),
         Index("ix_calls_started_at", "started_at"),
         Index("ix_calls_customer_started", "customer_id", "started_at"),
+        # The missed list: only unanswered calls, open ones (missed_status NULL) first.
+        Index(
+            "ix_calls_missed",
+            "missed_status",
+            "started_at",
+            sqlite_where=_MISSED,
+            postgresql_where=_MISSED,
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)  # uuid4 hex
@@ -259,6 +296,21 @@ class Call(Timestamped, Base):
     outcome: Mapped[str | None] = mapped_column(String(32))
     answered_by: Mapped[str | None] = mapped_column(String(16))  # extension
     customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id", ondelete="SET NULL"))
+    # Who answered, and how callpop knows: claimed (pressed 応答 in the browser) |
+    # identity | call-id | time-window (matched from the PBX's dialog events).
+    answered_staff_id: Mapped[int | None] = mapped_column(
+        ForeignKey("staff.id", ondelete="SET NULL"), default=None
+    )
+    answered_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    answered_how: Mapped[str | None] = mapped_column(String(16), default=None)
+    talk_seconds: Mapped[int | None] = mapped_column(default=None)  # answered_at to ended_at
+    # The missed-call follow-up: NULL while open | called_back | no_action.
+    missed_status: Mapped[str | None] = mapped_column(String(16), default=None)
+    missed_resolved_by: Mapped[int | None] = mapped_column(
+        ForeignKey("staff.id", ondelete="SET NULL"), default=None
+    )
+    missed_resolved_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    missed_note: Mapped[str | None] = mapped_column(Text, default=None)
 
     customer: Mapped[Customer | None] = relationship(lazy="raise")
 
@@ -268,7 +320,9 @@ __all__ = [
     "Call",
     "Customer",
     "CustomerPhone",
+    "MISSED_OUTCOMES",
     "Note",
+    "NoteRevision",
     "Staff",
     "StaffRole",
     "StaffSession",

@@ -34,7 +34,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from popup_ui import api, auth, health, ws
+from popup_ui import api, auth, health, records, ws
 from popup_ui.context import StartupError, WebConfig, WebServices, WebState
 from popup_ui.login_guard import LoginLimiter, PasswordCheck
 from popup_ui.sessions import SessionStore
@@ -105,6 +105,7 @@ def create_app(
     )
     app.include_router(auth.router)
     app.include_router(api.router)
+    app.include_router(records.router)
     app.include_router(ws.router)
     app.include_router(health.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")

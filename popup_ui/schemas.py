@@ -7,7 +7,7 @@ The WebSocket vocabulary is in :mod:`popup_ui.messages`; the caller card is
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -56,7 +56,9 @@ class TransactionOut(_Out):
     memo: str | None
 
 
-class NoteOut(_Out):
+class CustomerNoteOut(_Out):
+    """A note as the customer's record lists it (the full note: :class:`NoteOut`)."""
+
     id: int
     at: datetime
     staff_name: str | None
@@ -79,7 +81,135 @@ class CustomerOut(_Out):
     assigned_staff: StaffRef | None
     phones: list[PhoneOut]
     transactions: list[TransactionOut]
-    notes: list[NoteOut]
+    notes: list[CustomerNoteOut]
+
+
+# --- notes and the call log (popup_ui.records) ---------------------------------------
+
+# Text a person typed: any characters but NUL, which PostgreSQL refuses in text.
+_TEXT = r"^[^\x00]*$"
+CallId = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[0-9A-Za-z]+$")]
+
+NoteTag = Literal["見積依頼", "予約", "クレーム", "問い合わせ", "その他"]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class NewCustomerIn(_In):
+    """A customer to create with the note, filed under the call's caller number."""
+
+    name: str = Field(min_length=1, max_length=200, pattern=_TEXT)
+    furigana: str | None = Field(default=None, max_length=200, pattern=_TEXT)
+
+
+class NoteIn(_In):
+    """A note to save. The browser picks ``idempotency_key`` once per note (a UUID) and
+    sends it again on every retry: the note is stored once."""
+
+    idempotency_key: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    call_id: CallId | None = None
+    customer_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    body: str = Field(min_length=1, max_length=5000, pattern=_TEXT)
+    tags: list[NoteTag] = Field(default_factory=list, max_length=5)
+    follow_up_on: date | None = None
+    new_customer: NewCustomerIn | None = None
+
+
+class NoteCorrectionIn(_In):
+    body: str = Field(min_length=1, max_length=5000, pattern=_TEXT)
+
+
+class NoteRevisionOut(_Out):
+    """An earlier text of a note: ``staff_name`` replaced it ``at``."""
+
+    body: str
+    staff_name: str | None
+    at: datetime
+
+
+class NoteOut(_Out):
+    """A note with its earlier texts, oldest first (empty when never corrected)."""
+
+    id: int
+    at: datetime
+    staff_name: str | None = Field(description="who wrote it")
+    body: str
+    call_id: str | None
+    customer_id: int
+    tags: list[str]
+    follow_up_on: date | None
+    revisions: list[NoteRevisionOut]
+
+
+class AnsweredByOut(_Out):
+    staff_id: int | None
+    name: str | None
+    extension: str | None
+
+
+class CustomerRefOut(_Out):
+    id: int
+    name: str
+
+
+class CallRecordOut(_Out):
+    """One call in the log."""
+
+    id: str
+    started_at: datetime
+    ended_at: datetime | None
+    caller_number: str | None = Field(description="E.164, or null")
+    caller_national: str | None = Field(description="as people read it, or the extension")
+    display_name: str | None
+    withheld: str | None
+    dialed_number: str | None = Field(description="the office line called, E.164")
+    outcome: str | None
+    answered_by: AnsweredByOut | None
+    talk_seconds: int | None
+    customer: CustomerRefOut | None
+    note_ids: list[int]
+
+
+class CallPage(_Out):
+    page: int
+    page_size: int
+    total: int
+    calls: list[CallRecordOut]
+
+
+MissedStatus = Literal["called_back", "no_action"]
+
+
+class MissedOut(_Out):
+    """One caller's unanswered calls (a withheld caller: one call), newest first."""
+
+    number: str | None = Field(description="E.164, or null when withheld")
+    national: str | None
+    customer: CustomerRefOut | None
+    first_at: datetime
+    last_at: datetime
+    attempts: int
+    call_ids: list[str]
+    status: MissedStatus | None = Field(default=None, description="null while open")
+    resolved_by: str | None = Field(default=None, description="staff name")
+    resolved_at: datetime | None = None
+    resolution_note: str | None = None
+
+
+class MissedList(_Out):
+    missed: list[MissedOut]
+
+
+class MissedResolveIn(_In):
+    call_ids: list[CallId] = Field(min_length=1, max_length=500)
+    status: MissedStatus
+    note: str | None = Field(default=None, max_length=2000, pattern=_TEXT)
+
+
+class MissedResolved(_Out):
+    resolved: int = Field(description="calls closed by this request (already closed: not counted)")
 
 
 # --- /healthz -------------------------------------------------------------------------

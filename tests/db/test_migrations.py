@@ -23,6 +23,7 @@ EXPECTED_TABLES = {
     "notes",
     "calls",
     "sessions",
+    "note_revisions",
 }
 
 
@@ -33,7 +34,7 @@ def check_migrated(url: str) -> None:
         migrate(engine)  # running again at the next start-up is a no-op
         with engine.connect() as connection:
             assert set(inspect(connection).get_table_names()) == EXPECTED_TABLES
-            assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0002"
+            assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0003"
             # The migration and the models describe the same schema (no autogenerate diff).
             diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
             assert diff == []
@@ -113,5 +114,75 @@ def test_migrate_fresh_postgres_schema() -> None:
     schema = PostgresSchema()
     try:
         check_migrated(schema.create())
+    finally:
+        schema.drop()
+
+
+def _upgrade_0002_database_with_a_linked_note(url: str) -> None:
+    """A 0002 database holding a note linked to a call, migrated to 0003 and back and again."""
+    from alembic import command
+
+    from db.engine import alembic_config
+
+    engine = make_engine(url)
+    try:
+
+        def run(*how: str) -> None:
+            with engine.begin() as connection:
+                config = alembic_config()
+                config.attributes["connection"] = connection
+                getattr(command, how[0])(config, how[1])
+
+        run("upgrade", "0002")
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO staff (id, login, name, role, password_hash, active, created_at,"
+                    " updated_at) VALUES (1, 's', 'S', 'staff', 'x', true, :t, :t)"
+                ),
+                {"t": dt.datetime(2026, 1, 1, tzinfo=dt.UTC)},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO customers (id, name, tags, created_at, updated_at)"
+                    " VALUES (1, '山田', '[]', :t, :t)"
+                ),
+                {"t": dt.datetime(2026, 1, 1, tzinfo=dt.UTC)},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO calls (id, sip_call_id, started_at, state, created_at,"
+                    " updated_at) VALUES ('c1', 'x@y', :t, 'ended', :t, :t)"
+                ),
+                {"t": dt.datetime(2026, 1, 1, tzinfo=dt.UTC)},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO notes (id, customer_id, staff_id, body, call_id, created_at,"
+                    " updated_at) VALUES (1, 1, 1, '見積', 'c1', :t, :t)"
+                ),
+                {"t": dt.datetime(2026, 1, 1, tzinfo=dt.UTC)},
+            )
+        for step in (("upgrade", "0003"), ("downgrade", "0002"), ("upgrade", "head")):
+            run(*step)
+            with engine.connect() as connection:
+                # Copying calls on SQLite must not unlink the note (ON DELETE SET NULL).
+                assert connection.scalar(text("SELECT call_id FROM notes")) == "c1", step
+        with engine.connect() as connection:
+            # Old notes get no tags (SQLite hands JSON back as text, PostgreSQL as a list).
+            assert connection.scalar(text("SELECT tags FROM notes")) in ("[]", [])
+    finally:
+        engine.dispose()
+
+
+def test_0003_keeps_notes_linked_to_their_calls_on_sqlite(tmp_path: Path) -> None:
+    _upgrade_0002_database_with_a_linked_note(f"sqlite:///{tmp_path / 'old.db'}")
+
+
+@pytest.mark.postgres
+def test_0003_keeps_notes_linked_to_their_calls_on_postgres() -> None:
+    schema = PostgresSchema()
+    try:
+        _upgrade_0002_database_with_a_linked_note(schema.create())
     finally:
         schema.drop()

@@ -26,6 +26,13 @@ ADAPTERS: dict[str, TypeAdapter[Any]] = {
     "StaffOut": TypeAdapter(schemas.StaffOut),
     "Health": TypeAdapter(schemas.Health),
     "CustomerOut": TypeAdapter(schemas.CustomerOut),
+    "NoteIn": TypeAdapter(schemas.NoteIn),
+    "NoteOut": TypeAdapter(schemas.NoteOut),
+    "NoteCorrectionIn": TypeAdapter(schemas.NoteCorrectionIn),
+    "CallPage": TypeAdapter(schemas.CallPage),
+    "MissedList": TypeAdapter(schemas.MissedList),
+    "MissedResolveIn": TypeAdapter(schemas.MissedResolveIn),
+    "MissedResolved": TypeAdapter(schemas.MissedResolved),
 }
 
 
@@ -59,7 +66,13 @@ def test_every_example_validates_against_its_model(name: str, example: Any) -> N
 
 def test_every_message_type_has_an_example() -> None:
     shown = {example["type"] for name, example in _examples() if name == "BoardMessage"}
-    assert shown == {"board.snapshot", "call.ringing", "call.updated", "call.ended"}
+    assert shown == {
+        "board.snapshot",
+        "call.ringing",
+        "call.updated",
+        "call.answered",
+        "call.ended",
+    }
 
 
 def test_every_field_of_the_wire_models_appears_in_the_page() -> None:
