@@ -20,20 +20,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from callpop.calllog import Write
-from db.calls import record_call_customer, record_call_ended, record_call_started
+from db.calls import (
+    record_call_answered,
+    record_call_customer,
+    record_call_ended,
+    record_call_started,
+)
 from lookup.card import CallerCard, CardStatus
 from lookup.numbers import Number, Numbering
 from lookup.service import Lookup
+from popup_ui.context import CallNotFound, CallTaken
 from popup_ui.hub import Hub
 from popup_ui.messages import (
+    AnsweredBy,
     Call,
+    CallAnsweredMessage,
     CallEndedMessage,
     Caller,
     CallRingingMessage,
@@ -46,6 +55,25 @@ from telephony.events import CallEnded, CallRinging
 log = logging.getLogger(__name__)
 
 TOKYO = ZoneInfo("Asia/Tokyo")
+
+# A call can be claimed (応答しました) while it rings and for a while after callpop's leg
+# ended: in a ring group that leg is CANCELled the moment someone picks up, so the
+# person who did claims a call the board already shows under recent calls.
+CLAIM_WINDOW = timedelta(minutes=30)
+RECENT_CALLS = 500  # calls kept for claiming, newest last; the oldest go first
+
+
+class Claimant(Protocol):
+    """The staff member taking a call (``popup_ui.schemas.StaffOut``)."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def extension(self) -> str | None: ...
 
 
 class CallRecorder(Protocol):
@@ -101,6 +129,7 @@ class CallService:
         self._call_log = call_log
         self._clock = clock
         self._by_sip_id: dict[str, _Call] = {}  # calls whose end has not arrived yet
+        self._recent: OrderedDict[str, _Call] = OrderedDict()  # call id -> call, bounded
         self._tasks: set[asyncio.Task[None]] = set()
         self.calls = 0  # calls handled since start
 
@@ -123,6 +152,47 @@ class CallService:
             return
         ending.ended = True
         self._spawn(self._end(ending, event))
+
+    async def claim(self, call_id: str, staff: Claimant) -> Call:
+        """``staff`` took the call (応答しました): every browser sees who has it.
+
+        Idempotent for the same person; :class:`CallTaken` when someone else has it,
+        :class:`CallNotFound` for an unknown call or one past :data:`CLAIM_WINDOW`.
+        A ringing call becomes ``answered``; one whose leg already ended keeps its
+        state and gains ``answered_by``.
+        """
+        entry = self._recent.get(call_id)
+        if entry is None or self._clock() - entry.call.started_at > CLAIM_WINDOW:
+            raise CallNotFound(call_id)
+        if entry.ringing is not None:
+            await asyncio.wait({entry.ringing})  # its pop and its call row come first
+        # No await from here to the publish: two claims cannot both win.
+        taken = entry.call.answered_by
+        if taken is not None:
+            if taken.staff_id == staff.id:
+                return entry.call
+            raise CallTaken(taken)
+        now = self._clock()
+        changes: dict[str, Any] = {
+            "answered_by": AnsweredBy(
+                staff_id=staff.id, name=staff.name, extension=staff.extension, how="claimed"
+            ),
+            "answered_at": now,
+        }
+        if entry.call.state is CallState.RINGING:
+            changes["state"] = CallState.ANSWERED
+        entry.call = entry.call.model_copy(update=changes)
+        log.info("call %s claimed by staff %d", call_id, staff.id)
+        self._call_log.submit(
+            record_call_answered,
+            id=call_id,
+            staff_id=staff.id,
+            extension=staff.extension,
+            at=now,
+            how="claimed",
+        )
+        await self._hub.publish(CallAnsweredMessage(call=entry.call))
+        return entry.call
 
     async def place(self, event: CallRinging | CallEnded) -> None:
         """Handle ``event`` and wait until its message is published (tests, benchmarks)."""
@@ -165,6 +235,9 @@ class CallService:
         )
         entry = _Call(call=call, number=number)
         self._by_sip_id[event.call_id] = entry
+        self._recent[call.id] = entry
+        if len(self._recent) > RECENT_CALLS:
+            self._recent.popitem(last=False)
         self.calls += 1
         return entry
 

@@ -34,6 +34,7 @@ from callpop.logs import Throttle
 from callpop.settings import ConfigError, Settings
 from db.calls import (
     close_interrupted_calls,
+    record_call_answered,
     record_call_customer,
     record_call_ended,
     record_call_started,
@@ -227,6 +228,7 @@ class Runtime:
             session_factory=self.session_factory,
             lookup=self.lookup,
             hub=self.hub,
+            calls=self.calls,
             health=health,
         )
 
@@ -313,6 +315,7 @@ def close_calls_left_open(session: Session, *, now: datetime) -> None:
 CALL_LOG_WRITES = (
     record_call_started,
     record_call_customer,
+    record_call_answered,
     record_call_ended,
     close_calls_left_open,
 )

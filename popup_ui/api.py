@@ -16,8 +16,8 @@ from starlette.concurrency import run_in_threadpool
 from db.customers import customer_detail
 from lookup.card import CallerCard
 from popup_ui.auth import CurrentStaff
-from popup_ui.context import get_web
-from popup_ui.messages import BoardSnapshot
+from popup_ui.context import CallNotFound, CallTaken, get_web
+from popup_ui.messages import BoardSnapshot, Call
 from popup_ui.schemas import CustomerOut, StaffOut, UiOut
 
 TOKYO = ZoneInfo("Asia/Tokyo")
@@ -50,6 +50,28 @@ async def ui_settings(request: Request) -> UiOut:
 async def active_calls(request: Request) -> BoardSnapshot:
     """The board now: every active call with its card, as the WebSocket's first message."""
     return await get_web(request).services.hub.snapshot()
+
+
+@router.post(
+    "/calls/{call_id}/claim",
+    responses={
+        404: {"description": "no such call, or too old to claim"},
+        409: {"description": "someone else took the call"},
+    },
+)
+async def claim_call(
+    request: Request,
+    call_id: str = Path(pattern=r"^[0-9a-f]{32}$", description="callpop's call id"),
+    staff: StaffOut = CurrentStaff,
+) -> Call:
+    """応答しました: the logged-in person took this call; every browser sees who has it."""
+    try:
+        return await get_web(request).services.calls.claim(call_id, staff)
+    except CallNotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="通話が見つかりません") from None
+    except CallTaken as taken:
+        who = taken.by.name or taken.by.extension or "他の人"
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=f"{who}が応答済みです") from None
 
 
 @router.get("/lookup")

@@ -21,12 +21,33 @@ if TYPE_CHECKING:
     from lookup.service import Lookup
     from popup_ui.hub import Hub
     from popup_ui.login_guard import LoginLimiter, PasswordCheck
-    from popup_ui.schemas import Health
+    from popup_ui.messages import AnsweredBy, Call
+    from popup_ui.schemas import Health, StaffOut
     from popup_ui.sessions import SessionStore
 
 
 class StartupError(Exception):
     """The service cannot start; the message is one line a person can act on."""
+
+
+class CallNotFound(LookupError):
+    """No call with this id that can still be claimed."""
+
+
+class CallTaken(Exception):
+    """Someone else already took this call."""
+
+    def __init__(self, by: AnsweredBy) -> None:
+        super().__init__(f"answered by {by.name or by.extension}")
+        self.by = by
+
+
+class CallControl(Protocol):
+    """What the web needs of the call service: staff acting on a call."""
+
+    async def claim(self, call_id: str, staff: StaffOut) -> Call:
+        """Mark the call as taken by ``staff``; CallNotFound / CallTaken otherwise."""
+        ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,6 +89,7 @@ class WebServices:
     session_factory: sessionmaker[Session]
     lookup: CardLookup
     hub: Hub
+    calls: CallControl
     health: Callable[[], Awaitable[Health]]
 
 

@@ -55,6 +55,17 @@ class DialedLine(_Wire):
     name: str | None = Field(description="the line's name from [numbering.lines]: 代表, FAX")
 
 
+class AnsweredBy(_Wire):
+    """Who took a call, and how callpop knows."""
+
+    staff_id: int | None
+    name: str | None
+    extension: str | None
+    # claimed: the person pressed 応答しました; the others come from the PBX's dialog
+    # events (RFC 4235): the remote identity, the SIP Call-ID, or the time window.
+    how: Literal["claimed", "identity", "call-id", "time-window"]
+
+
 class Call(_Wire):
     id: str = Field(description="callpop's call id (uuid4 hex)")
     sip_call_id: str
@@ -65,7 +76,9 @@ class Call(_Wire):
     outcome: (
         Literal["answered_elsewhere", "abandoned", "timeout", "hangup", "interrupted"] | None
     ) = None
-    answered_by: str | None = Field(default=None, description="extension, once known")
+    answered_by: AnsweredBy | None = Field(default=None, description="who took the call")
+    answered_at: Timestamp | None = None
+    talk_seconds: int | None = Field(default=None, description="when the end of the talk is known")
     caller: Caller
     dialed_line: DialedLine | None = None
 
