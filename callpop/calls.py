@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo
 
 from callpop.calllog import Write
 from db.calls import (
+    AnsweredHow,
     record_call_answered,
     record_call_customer,
     record_call_ended,
@@ -50,6 +51,7 @@ from popup_ui.messages import (
     CallUpdatedMessage,
     DialedLine,
 )
+from telephony.dialogstate import DialogChange
 from telephony.events import CallEnded, CallRinging
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,11 @@ TOKYO = ZoneInfo("Asia/Tokyo")
 # person who did claims a call the board already shows under recent calls.
 CLAIM_WINDOW = timedelta(minutes=30)
 RECENT_CALLS = 500  # calls kept for claiming, newest last; the oldest go first
+# A phone's dialog going confirmed is matched to a call that rang in the last few
+# minutes; without an identity, to the one whose ring leg was cancelled as answered
+# elsewhere within a few seconds of it (the PBX cancels the other legs on the answer).
+ANSWER_MATCH_WINDOW = timedelta(minutes=5)
+CANCEL_MATCH_WINDOW = timedelta(seconds=5)
 
 
 class Claimant(Protocol):
@@ -74,6 +81,15 @@ class Claimant(Protocol):
 
     @property
     def extension(self) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StaffOnExtension:
+    """The staff member whose extension a dialog event is about."""
+
+    id: int | None
+    name: str | None
+    extension: str
 
 
 class CallRecorder(Protocol):
@@ -106,6 +122,18 @@ class _Call:
     ended: bool = False
 
 
+def _number_of(identity: str | None) -> str | None:
+    """The user part of a ``sip:``/``sips:``/``tel:`` identity: what a number can be read from."""
+    if not identity:
+        return None
+    text = identity.strip().strip("<>")
+    scheme, _, rest = text.partition(":")
+    if scheme.lower() not in ("sip", "sips", "tel") or not rest:
+        return None
+    user = rest.split("@", 1)[0] if scheme.lower() != "tel" else rest
+    return user.split(";", 1)[0] or None
+
+
 def _only_customer(card: CallerCard) -> int | None:
     """The customer a call is logged against: only when the number names exactly one."""
     return card.customers[0].id if len(card.customers) == 1 else None
@@ -130,6 +158,10 @@ class CallService:
         self._clock = clock
         self._by_sip_id: dict[str, _Call] = {}  # calls whose end has not arrived yet
         self._recent: OrderedDict[str, _Call] = OrderedDict()  # call id -> call, bounded
+        # (extension, dialog id) -> call id, while that phone talks on that call
+        self._talking: dict[tuple[str, str], str] = {}
+        self.dialogs_matched = 0
+        self.dialogs_unmatched = 0  # confirmed dialogs no call (or more than one) fitted
         self._tasks: set[asyncio.Task[None]] = set()
         self.calls = 0  # calls handled since start
 
@@ -193,6 +225,115 @@ class CallService:
         )
         await self._hub.publish(CallAnsweredMessage(call=entry.call))
         return entry.call
+
+    # --- who answered, from the PBX's dialog events ----------------------------------
+
+    def on_dialog(self, change: DialogChange, staff: StaffOnExtension) -> None:
+        """A phone's dialog changed state: who answered a call, and when the talk ended.
+
+        ``confirmed`` is matched to a call by the SIP Call-ID when the PBX keeps it, else
+        by the caller's number (the dialog's remote identity, normalised), else by time
+        (the one call whose ring leg was cancelled as answered elsewhere just now). More
+        than one candidate is never guessed. ``terminated`` of a matched dialog ends the
+        talk. Synchronous: it only schedules the work.
+        """
+        key = (change.extension, change.dialog.id)
+        state = change.dialog.state
+        if state == "confirmed" and change.previous != "confirmed":
+            now = self._clock()
+            found = self._match(change, now)
+            if found is None:
+                self.dialogs_unmatched += 1
+                log.info("extension %s answered a call callpop cannot tell", change.extension)
+                return
+            entry, how = found
+            self.dialogs_matched += 1
+            self._talking[key] = entry.call.id
+            if len(self._talking) > RECENT_CALLS:  # a terminated that never came
+                del self._talking[next(iter(self._talking))]
+            self._spawn(self._answer(entry, staff, how, now))
+        elif state == "terminated":
+            call_id = self._talking.pop(key, None)
+            talked = self._recent.get(call_id) if call_id else None
+            if talked is not None:
+                self._spawn(self._talk_ended(talked, self._clock()))
+
+    def _match(self, change: DialogChange, now: datetime) -> tuple[_Call, AnsweredHow] | None:
+        dialog = change.dialog
+        # A call another phone's dialog already took is not a candidate, even while the
+        # answer is still being published (on_dialog takes it before any await).
+        taken = set(self._talking.values())
+        recent = [
+            entry
+            for entry in self._recent.values()
+            if now - entry.call.started_at <= ANSWER_MATCH_WINDOW
+            and entry.call.id not in taken
+            and (entry.call.answered_by is None or entry.call.answered_by.how == "claimed")
+        ]
+        if dialog.call_id:
+            by_id = [e for e in recent if e.call.sip_call_id == dialog.call_id]
+            if len(by_id) == 1:
+                return by_id[0], "call-id"
+        caller = _number_of(dialog.remote_identity)
+        if caller is not None:
+            number = self._numbering.normalise(caller).e164
+            same = [e for e in recent if number is not None and e.call.caller.number == number]
+            # The same number calling two lines: the older call is answered first.
+            if same:
+                return same[0], "identity"
+            return None
+        cancelled = [
+            e
+            for e in recent
+            if e.call.outcome == "answered_elsewhere"
+            and e.call.ended_at is not None
+            and abs(now - e.call.ended_at) <= CANCEL_MATCH_WINDOW
+        ]
+        if len(cancelled) == 1:
+            return cancelled[0], "time-window"
+        return None
+
+    async def _answer(
+        self, entry: _Call, staff: StaffOnExtension, how: AnsweredHow, now: datetime
+    ) -> None:
+        if entry.ringing is not None:
+            await asyncio.wait({entry.ringing})
+        answered = AnsweredBy(
+            staff_id=staff.id, name=staff.name, extension=staff.extension, how=how
+        )
+        if entry.call.answered_by == answered:
+            return
+        changes: dict[str, Any] = {"answered_by": answered, "answered_at": now}
+        if entry.call.state is CallState.RINGING:
+            changes["state"] = CallState.ANSWERED
+        entry.call = entry.call.model_copy(update=changes)
+        log.info("call %s answered on extension %s (%s)", entry.call.id, staff.extension, how)
+        self._call_log.submit(
+            record_call_answered,
+            id=entry.call.id,
+            staff_id=staff.id,
+            extension=staff.extension,
+            at=now,
+            how=how,
+        )
+        await self._hub.publish(CallAnsweredMessage(call=entry.call))
+
+    async def _talk_ended(self, entry: _Call, now: datetime) -> None:
+        call = entry.call
+        answered_at = call.answered_at or now
+        changes: dict[str, Any] = {
+            "talk_seconds": max(0, round((now - answered_at).total_seconds()))
+        }
+        ended_here = call.state is not CallState.ENDED
+        if ended_here:
+            changes.update(state=CallState.ENDED, ended_at=now, outcome="hangup")
+        entry.call = call.model_copy(update=changes)
+        message = CallEndedMessage if ended_here else CallUpdatedMessage
+        await self._hub.publish(message(call=entry.call))
+        assert entry.call.ended_at is not None and entry.call.outcome is not None
+        self._call_log.submit(
+            record_call_ended, id=call.id, ended_at=now, outcome=entry.call.outcome
+        )
 
     async def place(self, event: CallRinging | CallEnded) -> None:
         """Handle ``event`` and wait until its message is published (tests, benchmarks)."""

@@ -1,0 +1,175 @@
+"""Who answered, from the PBX's dialog events: a phone's confirmed dialog names the call.
+
+Real INVITEs ring on the SIP port and reach a WebSocket client; the dialog changes are
+handed to the call service the way the SIP watcher hands it each parsed NOTIFY
+(tests/peers/test_dialog_events.py drives the NOTIFYs themselves through Kamailio).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection
+
+from callpop.calls import StaffOnExtension
+from telephony.dialoginfo import Dialog
+from telephony.dialogstate import DialogChange
+from tests.waiting import wait_for
+from tests.web.conftest import Live, Phone, SipCall, next_message, snapshot
+
+SATO = StaffOnExtension(id=1, name="佐藤 健", extension="203")
+SUZUKI = StaffOnExtension(id=2, name="鈴木 美咲", extension="204")
+
+
+def _dialog(
+    state: str, *, dialog_id: str = "d1", remote: str | None = None, call_id: str | None = None
+) -> Dialog:
+    return Dialog(id=dialog_id, state=state, remote_identity=remote, call_id=call_id)
+
+
+def _change(staff: StaffOnExtension, dialog: Dialog, previous: str | None) -> DialogChange:
+    return DialogChange(extension=staff.extension, dialog=dialog, previous=previous)
+
+
+async def _watching(live: Live) -> tuple[Any, ClientConnection]:
+    cookie = await live.session_cookie()
+    context = live.websocket(cookie=cookie)
+    ws = await context.__aenter__()
+    await wait_for(lambda: live.services.hub.stats.subscribers == 1, what="subscriber")
+    await snapshot(ws)
+    return context, ws
+
+
+@pytest.mark.asyncio
+async def test_the_callers_number_names_the_call_and_the_hang_up_its_talk_time(
+    live: Live, phone: Phone
+) -> None:
+    context, ws = await _watching(live)
+    try:
+        call = SipCall(phone, "0312345678")
+        call.invite()
+        ringing = await next_message(ws)
+        calls = live.services.calls
+        calls.on_dialog(_change(SATO, _dialog("early", remote="sip:0312345678@pbx"), None), SATO)
+        confirmed = _dialog("confirmed", remote="<sip:+81312345678@pbx;user=phone>")
+        calls.on_dialog(_change(SATO, confirmed, "early"), SATO)
+        answered = await next_message(ws)
+        assert answered["type"] == "call.answered"
+        assert answered["call"]["id"] == ringing["call"]["id"]
+        assert answered["call"]["state"] == "answered"
+        assert answered["call"]["answered_by"] == {
+            "staff_id": 1,
+            "name": "佐藤 健",
+            "extension": "203",
+            "how": "identity",
+        }
+        # The PBX cancels callpop's ring leg once the phone answered; the talk goes on.
+        call.cancel(answered_elsewhere=True)
+        await phone.response("INVITE", 487)
+        ended = await next_message(ws)
+        assert ended["type"] == "call.ended" and ended["call"]["talk_seconds"] is None
+        calls.on_dialog(_change(SATO, _dialog("terminated"), "confirmed"), SATO)
+        hung_up = await next_message(ws)
+        assert hung_up["type"] == "call.updated"
+        assert hung_up["call"]["talk_seconds"] is not None and hung_up["call"]["talk_seconds"] >= 0
+        assert hung_up["call"]["answered_by"]["name"] == "佐藤 健"
+    finally:
+        await context.__aexit__(None, None, None)
+
+
+@pytest.mark.asyncio
+async def test_two_calls_at_once_and_one_number_on_two_lines_are_never_mixed_up(
+    live: Live, phone: Phone
+) -> None:
+    context, ws = await _watching(live)
+    try:
+        calls = live.services.calls
+        first = SipCall(phone, "0312345678")
+        first.invite()
+        first_id = (await next_message(ws))["call"]["id"]
+        second = SipCall(phone, "0312345678", dialed="0335550101")  # same caller, other line
+        second.invite()
+        second_id = (await next_message(ws))["call"]["id"]
+        other = SipCall(phone, "09099990000")
+        other.invite()
+        other_id = (await next_message(ws))["call"]["id"]
+
+        calls.on_dialog(
+            _change(SUZUKI, _dialog("confirmed", remote="sip:09099990000@pbx"), None), SUZUKI
+        )
+        calls.on_dialog(
+            _change(SATO, _dialog("confirmed", remote="sip:0312345678@pbx"), None), SATO
+        )
+        calls.on_dialog(
+            _change(
+                SUZUKI, _dialog("confirmed", dialog_id="d2", remote="sip:0312345678@pbx"), None
+            ),
+            SUZUKI,
+        )
+        who = {}
+        for _ in range(3):
+            message = await next_message(ws)
+            assert message["type"] == "call.answered"
+            who[message["call"]["id"]] = message["call"]["answered_by"]["name"]
+        assert who == {other_id: "鈴木 美咲", first_id: "佐藤 健", second_id: "鈴木 美咲"}
+        for call in (first, second, other):
+            call.cancel(answered_elsewhere=True)
+            await phone.response("INVITE", 487)
+    finally:
+        await context.__aexit__(None, None, None)
+
+
+@pytest.mark.asyncio
+async def test_without_an_identity_only_one_call_cancelled_just_now_is_taken(
+    live: Live, phone: Phone
+) -> None:
+    # Asterisk/chan_pjsip: the dialog id is the extension, no call-id, no remote identity.
+    context, ws = await _watching(live)
+    try:
+        calls = live.services.calls
+        call = SipCall(phone, "0312345678")
+        call.invite()
+        call_id = (await next_message(ws))["call"]["id"]
+        call.cancel(answered_elsewhere=True)
+        await phone.response("INVITE", 487)
+        assert (await next_message(ws))["type"] == "call.ended"
+        calls.on_dialog(_change(SATO, _dialog("confirmed", dialog_id="203"), "early"), SATO)
+        answered = await next_message(ws)
+        assert answered["call"]["id"] == call_id
+        assert answered["call"]["answered_by"]["how"] == "time-window"
+
+        # Two calls cancelled together: which one 204 took cannot be told, so nobody is named.
+        unmatched = calls.dialogs_unmatched
+        pair = [SipCall(phone, "09099990000"), SipCall(phone, "0455551234")]
+        for other in pair:
+            other.invite()
+            await next_message(ws)
+        for other in pair:
+            other.cancel(answered_elsewhere=True)
+            await phone.response("INVITE", 487)
+            await next_message(ws)
+        calls.on_dialog(_change(SUZUKI, _dialog("confirmed", dialog_id="204"), "early"), SUZUKI)
+        assert calls.dialogs_unmatched == unmatched + 1
+        snapshot_now = await live.services.hub.snapshot()
+        assert snapshot_now.calls == []
+    finally:
+        await context.__aexit__(None, None, None)
+
+
+@pytest.mark.asyncio
+async def test_the_pbx_call_id_names_the_call_when_it_is_kept(live: Live, phone: Phone) -> None:
+    context, ws = await _watching(live)
+    try:
+        call = SipCall(phone, "0312345678")
+        call.invite()
+        call_id = (await next_message(ws))["call"]["id"]
+        dialog = _dialog("confirmed", remote="sip:somebody@pbx", call_id=call.call_id)
+        live.services.calls.on_dialog(_change(SATO, dialog, None), SATO)
+        answered = await next_message(ws)
+        assert answered["call"]["id"] == call_id
+        assert answered["call"]["answered_by"]["how"] == "call-id"
+        call.cancel(answered_elsewhere=True)
+        await phone.response("INVITE", 487)
+    finally:
+        await context.__aexit__(None, None, None)
