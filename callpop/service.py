@@ -15,7 +15,7 @@ import errno
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,7 +28,8 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from callpop.calllog import CallLog, DatabaseFile, journal_path_for
-from callpop.calls import CallService
+from callpop.calls import CallService, StaffOnExtension
+from callpop.dialogs import DialogRouter
 from callpop.http_server import ConnectionGuard
 from callpop.logs import Throttle
 from callpop.settings import ConfigError, Settings
@@ -41,6 +42,7 @@ from db.calls import (
 )
 from db.engine import make_engine, make_session_factory, migrate, sqlite_file
 from db.models import Staff
+from db.staff import staff_extensions
 from lookup.numbers import Numbering, load_all_metadata
 from lookup.service import CallerLookup
 from popup_ui.app import VERSION, create_app
@@ -57,16 +59,20 @@ from popup_ui.schemas import (
     HubHealth,
     SipHealth,
 )
-from telephony.endpoint import EndpointConfig
+from telephony.endpoint import MAX_WATCHED, EndpointConfig
 from telephony.events import (
     CallAnswered,
     CallEnded,
     CallRinging,
+    DialogNotified,
     Event,
     RegistrationChanged,
     RegistrationState,
     RequestRejected,
+    SubscriptionChanged,
+    SubscriptionState,
 )
+from telephony.subscription import EXTENSION_PATTERN
 from telephony.transport import SipTransport, advertised_host
 from telephony.uri import hostport
 
@@ -99,11 +105,20 @@ class SipWatch:
     Remembers the registration's last state and its reason for /healthz, and says
     each change at WARNING (failed) or INFO. Refused datagrams are what a stranger
     controls, so they are logged once per host and kind per minute, with a count.
+
+    Watched extensions: a subscription's change is said at WARNING (failed) or INFO,
+    once per state and detail per minute (a PBX restart changes hundreds at once; the
+    rest are counted in the next line, the numbers are in /healthz). A NOTIFY body goes
+    to ``on_dialog`` (``callpop.dialogs.DialogRouter``: parsed, tracked per extension,
+    matched to calls) and is logged at DEBUG only: it names callers.
     """
 
     calls: CallService
     registration_detail: str = ""
+    on_dialog: Callable[[DialogNotified], None] | None = None
+    on_subscription: Callable[[SubscriptionChanged], None] | None = None
     _refused: Throttle = field(default_factory=Throttle)
+    _subscriptions: Throttle = field(default_factory=Throttle)
 
     def handle(self, event: Event) -> None:
         if isinstance(event, CallRinging | CallEnded):
@@ -121,6 +136,34 @@ class SipWatch:
                 sip_log.warning("refused a datagram from %s: %s%s", host, event.reason, more)
         elif isinstance(event, CallAnswered):
             sip_log.debug("call %s answered by %s", event.call_id, event.answered_by)
+        elif isinstance(event, SubscriptionChanged):
+            self._say_subscription(event)
+            if self.on_subscription is not None:
+                self.on_subscription(event)
+        elif isinstance(event, DialogNotified):
+            sip_log.debug(
+                "dialog NOTIFY for %s: %d bytes of %s",
+                event.extension,
+                len(event.body),
+                event.content_type or "(no Content-Type)",
+            )
+            if self.on_dialog is not None:
+                self.on_dialog(event)
+
+    def _say_subscription(self, event: SubscriptionChanged) -> None:
+        held_back = self._subscriptions.allow(f"{event.state.value}|{event.detail}")
+        if held_back is None:
+            return
+        failed = event.state is SubscriptionState.FAILED
+        more = f" ({held_back} more extensions since the last line)" if held_back else ""
+        sip_log.log(
+            logging.WARNING if failed else logging.INFO,
+            "watching extension %s: %s%s%s",
+            event.extension,
+            event.state.value,
+            f" ({event.detail})" if event.detail else "",
+            more,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -267,8 +310,14 @@ async def running(
         )
         hub = InProcessHub()
         calls = CallService(hub=hub, lookup=lookup, numbering=numbering, call_log=call_log)
-        watch = SipWatch(calls)
-        transport = await _start_sip(settings, watch) if sip else None
+        staff = await asyncio.to_thread(_staff_on_extensions, session_factory, settings)
+        dialogs = DialogRouter(calls, staff)
+        watch = SipWatch(
+            calls, on_dialog=dialogs.notified, on_subscription=dialogs.subscription_changed
+        )
+        transport = None
+        if sip:
+            transport = await _start_sip(settings, watch, list(staff))
         try:
             runtime = Runtime(
                 settings=settings,
@@ -480,8 +529,57 @@ async def _open_database(url: str) -> Engine:
     return engine
 
 
-def endpoint_config(settings: Settings, *, local_host: str) -> EndpointConfig:
-    """``[sip]`` as the SIP endpoint takes it (the endpoint applies its own defaults)."""
+def _staff_on_extensions(
+    session_factory: sessionmaker[Session], settings: Settings
+) -> dict[str, StaffOnExtension]:
+    """Who sits at each active staff extension, read once at start-up (register mode:
+    the extensions watched for dialog events; trunk mode watches none)."""
+    if settings.sip.mode != "register":
+        return {}
+    with session_factory() as session:
+        extensions = staff_extensions(session)
+        rows = session.execute(
+            select(Staff.id, Staff.name, Staff.extension).where(
+                Staff.active.is_(True), Staff.extension.in_(extensions)
+            )
+        ).all()
+    return {
+        row.extension: StaffOnExtension(id=row.id, name=row.name, extension=row.extension)
+        for row in rows
+    }
+
+
+def watched_extensions(settings: Settings, staff: Sequence[str] = ()) -> tuple[str, ...]:
+    """``[sip] watch_extensions`` then the staff's extensions: each once, at most 500.
+
+    The configured ones were checked with the settings; one from the database (typed
+    by an admin) that cannot be watched is skipped with a warning, and so is anything
+    past the limit.
+    """
+    unusable = [e for e in staff if not EXTENSION_PATTERN.fullmatch(e)]
+    if unusable:
+        log.warning(
+            "%d staff extension(s) cannot be watched (not 1-32 of 0-9 A-Z a-z * # + . _ -): %s",
+            len(unusable),
+            ", ".join(repr(e) for e in unusable[:10]),
+        )
+    wanted = dict.fromkeys(
+        [*settings.sip.watch_extensions, *(e for e in staff if e not in unusable)]
+    )
+    if len(wanted) > MAX_WATCHED:
+        log.warning(
+            "%d extensions to watch; only the first %d are watched", len(wanted), MAX_WATCHED
+        )
+    return tuple(wanted)[:MAX_WATCHED]
+
+
+def endpoint_config(
+    settings: Settings, *, local_host: str, staff_extensions: Sequence[str] = ()
+) -> EndpointConfig:
+    """``[sip]`` as the SIP endpoint takes it (the endpoint applies its own defaults).
+
+    ``staff_extensions`` (from the database) are watched besides ``sip.watch_extensions``.
+    """
     sip = settings.sip
     return EndpointConfig(
         mode=sip.mode,
@@ -498,10 +596,14 @@ def endpoint_config(settings: Settings, *, local_host: str) -> EndpointConfig:
         ring_timeout=sip.ring_timeout,
         max_ringing=sip.max_ringing,
         user_agent=f"callpop/{VERSION}",
+        watch_extensions=watched_extensions(settings, staff_extensions),
+        subscription_expires=sip.subscription_expires,
     )
 
 
-async def _start_sip(settings: Settings, watch: SipWatch) -> SipTransport:
+async def _start_sip(
+    settings: Settings, watch: SipWatch, staff: Sequence[str] = ()
+) -> SipTransport:
     sip = settings.sip
     if sip.mode == "register" and not sip.registrar_host:
         raise StartupError("sip.registrar_host is empty (register mode needs the PBX address)")
@@ -516,7 +618,7 @@ async def _start_sip(settings: Settings, watch: SipWatch) -> SipTransport:
     )
     try:
         return await SipTransport.start(
-            endpoint_config(settings, local_host=local_host),
+            endpoint_config(settings, local_host=local_host, staff_extensions=staff),
             watch.handle,
             bind_host=sip.bind_host,
             bind_port=sip.bind_port,

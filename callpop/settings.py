@@ -8,7 +8,7 @@ passed down; nothing reads settings at import time.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import (
@@ -43,6 +43,14 @@ class SipSettings(_Section):
     ring_timeout: float = 60.0
     # Calls ringing at once; an INVITE beyond this gets 486 Busy Here (docs/security.md).
     max_ringing: int = Field(default=200, ge=1, le=100_000)
+    # Extensions whose calls are watched (RFC 4235 dialog events, register mode), besides
+    # every active staff member's extension from the database (at most 500 in all).
+    # Each 1-32 of 0-9 A-Z a-z * # + . _ - (the user part of sip:<extension>@<domain>).
+    watch_extensions: list[Annotated[str, Field(pattern=r"^[0-9A-Za-z*#+._-]{1,32}$")]] = Field(
+        default_factory=list, max_length=500
+    )
+    # Lifetime asked for each dialog-event subscription, in seconds (refreshed before it ends).
+    subscription_expires: int = Field(default=600, ge=60, le=86_400)
 
 
 class RewriteRule(_Section):

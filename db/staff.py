@@ -108,3 +108,14 @@ def _verify(password_hash: str, password: str) -> bool:
         return _hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
+
+
+def staff_extensions(session: Session) -> list[str]:
+    """The extensions of active staff members, each once, in order (for watching calls)."""
+    rows = session.scalars(
+        select(Staff.extension)
+        .where(Staff.active.is_(True), Staff.extension.is_not(None), Staff.extension != "")
+        .distinct()
+        .order_by(Staff.extension)
+    )
+    return [extension for extension in rows if extension]

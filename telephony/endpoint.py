@@ -20,9 +20,17 @@ through the same gate, in this order:
    (``416``), Max-Forwards (``483``), Require (``420``), in-dialog requests for dialogs
    we never made (``481``).
 4. **Dispatch** — INVITE/ACK/CANCEL/BYE to the INVITE server (``calls.py``), responses to
-   the registration client (``registration.py``), OPTIONS/NOTIFY answered here, every
+   the registration client (``registration.py``), responses to SUBSCRIBE and in-dialog
+   NOTIFYs to the subscription client of the watched extension (``subscription.py``,
+   matched by Call-ID, then by tags inside the client), OPTIONS answered here, every
    other method ``405``. Non-INVITE responses are cached for Timer J so a retransmitted
    request gets the same answer without a second event (RFC 3261 §17.2.2).
+
+In register mode the endpoint also watches extensions (RFC 4235 dialog events): one
+:class:`~telephony.subscription.SubscriptionClient` per extension, started (staggered by
+:data:`SUBSCRIBE_SPACING`) after the first successful registration and restarted each
+time the registration is re-established after a failure, since a PBX that lost our
+binding has lost our subscriptions too.
 
 It owns no socket and no clock: time is the ``now`` argument, timers are reported by
 :meth:`SipEndpoint.get_timer` and run by :meth:`SipEndpoint.handle_timer`. It knows
@@ -41,9 +49,16 @@ from dataclasses import dataclass
 from typing import Literal
 
 from telephony.calls import InviteServer
-from telephony.events import Event, RegistrationState, RequestRejected
+from telephony.events import (
+    Event,
+    RegistrationChanged,
+    RegistrationState,
+    RequestRejected,
+    SubscriptionState,
+)
 from telephony.message import SipParseError, SipRequest, SipResponse, build_response, parse_message
 from telephony.registration import RegistrationClient, RegistrationParams
+from telephony.subscription import SubscriptionClient, SubscriptionParams, check_extension
 from telephony.timers import TIMER_J
 from telephony.uri import AbsoluteUri, hostport, parse_name_addr, parse_uri, parse_via
 
@@ -54,6 +69,10 @@ REJECT_EVENT_INTERVAL = 10.0  # at most one RequestRejected per rejected host pe
 _REJECT_MEMORY = 4096  # hosts remembered for that rate limit
 INTERNAL_ERROR_KINDS = 64  # kinds of internal error remembered (each logged once)
 _MAGIC_COOKIE = "z9hG4bK"  # RFC 3261 §8.1.1.7
+MAX_WATCHED = 500  # extensions watched at most (one subscription, one dialog each)
+# Seconds between the first SUBSCRIBEs of consecutive extensions: 500 extensions reach
+# the PBX over 10 s, not in one burst (their refreshes keep the spacing).
+SUBSCRIBE_SPACING = 0.02
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,6 +95,19 @@ class EndpointConfig:
     user_agent: str = "callpop/0.1"
     retry_base: float = 2.0  # registration back-off: retry_base * 2^n ...
     retry_max: float = 60.0  # ... capped here
+    # Extensions whose calls are watched (RFC 4235 SUBSCRIBE, register mode only).
+    watch_extensions: tuple[str, ...] = ()
+    subscription_expires: int = 600  # Expires asked for in SUBSCRIBE
+
+    def __post_init__(self) -> None:
+        if len(set(self.watch_extensions)) > MAX_WATCHED:
+            raise ValueError(
+                f"{len(set(self.watch_extensions))} extensions to watch; at most {MAX_WATCHED}"
+            )
+        for extension in self.watch_extensions:
+            check_extension(extension)
+        if self.subscription_expires < 1:
+            raise ValueError("subscription_expires must be at least 1 s")
 
 
 def _uri_host(host: str) -> str:
@@ -144,6 +176,34 @@ class SipEndpoint:
                     retry_max=config.retry_max,
                 )
             )
+        # Watched extensions, in the order given; only in register mode (the SUBSCRIBEs
+        # go where the REGISTERs go; a trunk has no such target).
+        self._watching: dict[str, SubscriptionClient] = {}
+        if self._registration is not None:
+            for extension in dict.fromkeys(config.watch_extensions):
+                self._watching[extension] = SubscriptionClient(
+                    SubscriptionParams(
+                        extension=extension,
+                        registrar=self._registrar,
+                        domain=self._registration.params.domain,
+                        user=config.user,
+                        auth_user=config.auth_user,
+                        password=config.password,
+                        expires=config.subscription_expires,
+                        local=(config.local_host, config.local_port),
+                        user_agent=config.user_agent,
+                        retry_base=config.retry_base,
+                        retry_max=config.retry_max,
+                    )
+                )
+        # Clients fed since the last _collect: only their output is gathered, and the
+        # earliest of all their timers is recomputed only then, so 500 watched
+        # extensions cost nothing per unrelated datagram (the transport asks get_timer
+        # after every one).
+        self._touched: dict[str, SubscriptionClient] = {}
+        self._subscription_timer: float | None = None
+        self._registered = False  # the last registration event said REGISTERED
+        self._subscribed = False  # the subscriptions were started once
         self._outbox: list[tuple[bytes, tuple[str, int]]] = []
         self._events: deque[Event] = deque()
         # (transaction key, method) -> (response, destination, expiry): Timer J cache.
@@ -164,6 +224,8 @@ class SipEndpoint:
                 "byes",
                 "options",
                 "notifies",
+                "notifies_received",
+                "notifies_unmatched",
                 "not_allowed",
                 "stray_responses",
                 "retransmissions",
@@ -184,6 +246,9 @@ class SipEndpoint:
         self._collect()
 
     def stop(self, now: float) -> None:
+        for client in self._watching.values():
+            client.stop(now)
+            self._touched[client.extension] = client
         if self._registration is not None:
             self._registration.stop(now)
         self._collect()
@@ -219,6 +284,7 @@ class SipEndpoint:
         times = [self._invites.get_timer()]
         if self._registration is not None:
             times.append(self._registration.get_timer())
+        times.append(self._subscription_timer)
         due = [t for t in times if t is not None]
         return min(due) if due else None
 
@@ -226,6 +292,12 @@ class SipEndpoint:
         self._invites.handle_timer(now)
         if self._registration is not None:
             self._registration.handle_timer(now)
+        if self._subscription_timer is not None and now >= self._subscription_timer:
+            for client in self._watching.values():
+                due = client.get_timer()
+                if due is not None and now >= due:
+                    client.handle_timer(now)
+                    self._touched[client.extension] = client
         self._expire_answered(now)
         self._collect()
 
@@ -249,7 +321,21 @@ class SipEndpoint:
             stats["registrations"] = self._registration.attempts
             stats["bindings_confirmed"] = self._registration.bindings
             stats["stray_responses"] += self._registration.strays
+        clients = self._watching.values()
+        stats["subscriptions_watched"] = len(self._watching)
+        stats["subscriptions_active"] = sum(client.active for client in clients)
+        stats["subscribes_sent"] = sum(client.attempts for client in clients)
+        stats["subscription_failures"] = sum(client.failed for client in clients)
+        stats["notifies_received"] += sum(client.notifies for client in clients)
+        stats["notifies_too_large"] = sum(client.too_large for client in clients)
+        stats["notifies_unmatched"] += sum(client.unmatched for client in clients)
+        stats["stray_responses"] += sum(client.strays for client in clients)
         return stats
+
+    @property
+    def subscription_states(self) -> dict[str, SubscriptionState]:
+        """Each watched extension's subscription state (empty when none is watched)."""
+        return {extension: client.state for extension, client in self._watching.items()}
 
     @property
     def active_calls(self) -> int:
@@ -295,6 +381,11 @@ class SipEndpoint:
         if method == "REGISTER" and self._registration is not None:
             if self._registration.receive_response(response, now):
                 return
+        if method == "SUBSCRIBE":
+            for client in self._watching.values():
+                if client.receive_response(response, now):
+                    self._touched[client.extension] = client
+                    return
         # RFC 3261 §18.1.2: a response matching no client transaction is discarded.
         self._stats["stray_responses"] += 1
 
@@ -353,10 +444,9 @@ class SipEndpoint:
                 (("Allow", ALLOW), ("Accept", "application/sdp")),
             )
         elif method == "NOTIFY":
-            # RFC 4235 dialog events arrive here once subscriptions exist; for now a
-            # NOTIFY is acknowledged so the notifier does not retry.
             self._stats["notifies"] += 1
-            self._reply(request, key, method, destination, now, 200, "OK")
+            status, reason = self._notify(request, now)
+            self._reply(request, key, method, destination, now, status, reason)
         else:
             # RFC 3261 §8.2.1: a method we do not serve gets 405 with Allow.
             self._stats["not_allowed"] += 1
@@ -370,6 +460,28 @@ class SipEndpoint:
                 "Method Not Allowed",
                 (("Allow", ALLOW),),
             )
+
+    def _notify(self, request: SipRequest, now: float) -> tuple[int, str]:
+        """The answer to a NOTIFY; one in a subscription's dialog goes to its client."""
+        try:
+            to_tag = parse_name_addr(request.headers.get("To") or "").tag
+        except (SipParseError, ValueError):
+            return 400, "Bad To Header"
+        if to_tag is None:
+            # Out of any dialog: an "unsolicited" NOTIFY (Asterisk's message-summary,
+            # a check-sync). We subscribed to nothing it could belong to; it is
+            # acknowledged as before so the PBX does not retry or log an error.
+            return 200, "OK"
+        call_id = request.call_id
+        for client in self._watching.values():
+            if client.call_id == call_id:
+                self._touched[client.extension] = client
+                return client.receive_notify(request, now)
+        # RFC 6665 §4.1.3: a NOTIFY that matches no subscription gets 481, which also
+        # tells the notifier to drop a subscription we no longer hold (one made before
+        # a restart of callpop, or one we replaced).
+        self._stats["notifies_unmatched"] += 1
+        return 481, "Subscription Does Not Exist"
 
     def _validate(self, request: SipRequest, method: str) -> None:
         if request.version != "SIP/2.0":
@@ -483,7 +595,8 @@ class SipEndpoint:
         self._outbox.append((data, destination))
 
     def _collect(self) -> None:
-        """Move what the INVITE server and registration client produced to our queues."""
+        """Move what the INVITE server, registration and fed subscription clients produced
+        to our queues."""
         for data, destination in self._invites.outbox:
             self._send(data, destination)
         self._invites.outbox.clear()
@@ -493,7 +606,38 @@ class SipEndpoint:
             for data in self._registration.datagrams_to_send():
                 self._stats["requests_sent"] += 1
                 self._outbox.append((data, self._registrar))
-            self._events.extend(self._registration.events())
+            for event in self._registration.events():
+                self._events.append(event)
+                self._follow_registration(event)
+        if not self._touched:
+            return
+        for client in self._touched.values():
+            for data in client.datagrams_to_send():
+                self._stats["requests_sent"] += 1
+                self._outbox.append((data, self._registrar))
+            self._events.extend(client.events())
+        self._touched.clear()
+        timers = [t for t in (c.get_timer() for c in self._watching.values()) if t is not None]
+        self._subscription_timer = min(timers) if timers else None
+
+    def _follow_registration(self, event: RegistrationChanged) -> None:
+        """Start the subscriptions on the first registration, restart them on the next.
+
+        A registration re-established after a failure usually means the PBX restarted
+        (or lost us for long): the subscriptions it held are gone with our binding.
+        """
+        registered = event.state is RegistrationState.REGISTERED
+        was_registered, self._registered = self._registered, registered
+        if not registered or was_registered or not self._watching:
+            return
+        for index, client in enumerate(self._watching.values()):
+            delay = index * SUBSCRIBE_SPACING
+            if self._subscribed:
+                client.restart(event.at, delay=delay)
+            else:
+                client.start(event.at, delay=delay)
+            self._touched[client.extension] = client
+        self._subscribed = True
 
     def _common(self) -> list[tuple[str, str]]:
         return [("Server", self.config.user_agent)]

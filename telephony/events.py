@@ -40,6 +40,15 @@ class RegistrationState(StrEnum):
     FAILED = "failed"  # last attempt failed; retrying with back-off
 
 
+class SubscriptionState(StrEnum):
+    """Where the RFC 4235 dialog-event subscription to one extension stands."""
+
+    SUBSCRIBING = "subscribing"  # SUBSCRIBE sent, no 2xx/NOTIFY yet
+    ACTIVE = "active"  # the PBX accepted it; NOTIFYs flow
+    FAILED = "failed"  # refused (4xx/5xx/481) or unanswered; retrying with back-off
+    TERMINATED = "terminated"  # ended by the notifier (retrying) or by us (stopped)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CallerId:
     """Who is calling, as SIP presented it.
@@ -90,6 +99,31 @@ class RegistrationChanged:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DialogNotified:
+    """A NOTIFY for a watched extension (RFC 4235 ``Event: dialog``), body unparsed.
+
+    ``body`` is the NOTIFY body as received (normally ``application/dialog-info+xml``);
+    telephony/dialoginfo.py turns it into dialog states. ``content_type`` is the
+    Content-Type header as received ("" when absent).
+    """
+
+    extension: str
+    body: bytes
+    content_type: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubscriptionChanged:
+    """The dialog-event subscription to ``extension`` changed state (see SubscriptionState)."""
+
+    extension: str
+    state: SubscriptionState
+    detail: str  # e.g. "active for 600 s", "481 Subscription does not exist", "no response"
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RequestRejected:
     """A datagram that was dropped or refused (counted for /healthz and logs)."""
 
@@ -98,4 +132,12 @@ class RequestRejected:
     at: float
 
 
-Event = CallRinging | CallAnswered | CallEnded | RegistrationChanged | RequestRejected
+Event = (
+    CallRinging
+    | CallAnswered
+    | CallEnded
+    | RegistrationChanged
+    | RequestRejected
+    | DialogNotified
+    | SubscriptionChanged
+)

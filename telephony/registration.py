@@ -101,6 +101,101 @@ def _delta_seconds(text: str | None) -> int | None:
     return min(int(significant), _MAX_DELTA_SECONDS) if significant else 0
 
 
+def delta_seconds(text: str | None) -> int | None:
+    """Public name of :func:`_delta_seconds` (the SUBSCRIBE client reads Expires too)."""
+    return _delta_seconds(text)
+
+
+class ClientTimers:
+    """The timers of one non-INVITE client transaction over UDP (RFC 3261 §17.1.2.2).
+
+    Shared by the REGISTER and SUBSCRIBE clients: Timer E retransmits (T1, doubling up
+    to T2; every T2 once a provisional arrived), Timer F gives up after 64*T1.
+    """
+
+    __slots__ = ("_interval", "give_up_at", "retransmit_at")
+
+    def __init__(self) -> None:
+        self.retransmit_at: float | None = None
+        self.give_up_at: float | None = None
+        self._interval = T1
+
+    def begin(self, now: float) -> None:
+        self._interval = T1
+        self.retransmit_at = now + T1
+        self.give_up_at = now + TIMER_F
+
+    def proceeding(self, now: float) -> None:
+        # RFC 3261 §17.1.2.2: in Proceeding, retransmit every T2.
+        self._interval = T2
+        self.retransmit_at = now + T2
+
+    def retransmitted(self, now: float) -> None:
+        # RFC 3261 §17.1.2.2 Timer E: double up to T2.
+        self._interval = min(self._interval * 2, T2)
+        self.retransmit_at = now + self._interval
+
+    def end(self) -> None:
+        self.retransmit_at = None
+        self.give_up_at = None
+
+    def timed_out(self, now: float) -> bool:
+        return self.give_up_at is not None and now >= self.give_up_at
+
+    def retransmit_due(self, now: float) -> bool:
+        return self.retransmit_at is not None and now >= self.retransmit_at
+
+
+class DigestAuth:
+    """The digest credentials a client answers challenges with (RFC 3261 §22.2).
+
+    Shared by the REGISTER and SUBSCRIBE clients. Remembers the last challenge so the
+    next request answers it again with the next nonce count (RFC 3261 §22.3, RFC 7616
+    §3.4), and tells a stale nonce from rejected credentials (RFC 7616 §3.3).
+    """
+
+    def __init__(self, username: str, password: str) -> None:
+        self.username = username
+        self.password = password
+        self._challenge: tuple[str, Challenge] | None = None  # (answer header, challenge)
+        self._nc = 0
+        self._answered = False  # credentials in flight came from a fresh challenge
+
+    def challenged(self, response: SipResponse) -> str | None:
+        """Take a 401/407; ``None`` when it can be answered, else why not (a detail)."""
+        status_line = f"{response.status} {response.reason}"
+        header = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
+        answer = "Authorization" if response.status == 401 else "Proxy-Authorization"
+        if not self.password:
+            return f"{status_line}: no password configured"
+        try:
+            challenge = choose_challenge(response.headers.get_all(header))
+        except DigestError as exc:
+            return f"{status_line}: {exc}"
+        if self._answered and not challenge.stale:
+            # We already answered a fresh challenge and were challenged again without
+            # stale=true (RFC 7616 §3.3): the server rejects our credentials.
+            self._answered = False
+            return f"{status_line}: credentials rejected"
+        self._challenge = (answer, challenge)
+        self._nc = 0
+        self._answered = True
+        return None
+
+    def accepted(self) -> None:
+        """A final response other than 401/407: the next challenge is a fresh one."""
+        self._answered = False
+
+    def header(self, method: str, uri: str) -> tuple[str, str] | None:
+        """The (Proxy-)Authorization field for the next request, if challenged before."""
+        if self._challenge is None:
+            return None
+        answer, challenge = self._challenge
+        self._nc += 1
+        credentials = Credentials(username=self.username, password=self.password)
+        return answer, authorization(challenge, credentials, method=method, uri=uri, nc=self._nc)
+
+
 def refresh_delay(granted: float) -> float:
     """Seconds until the refresh: 80 % of the grant or 30 s early, whichever is sooner.
 
@@ -128,13 +223,9 @@ class RegistrationClient:
         self._expires = params.expires
         self._branch = ""
         self._request = b""
-        self._retransmit_at: float | None = None
-        self._interval = T1
-        self._give_up_at: float | None = None
+        self._timers = ClientTimers()
         self._wakeup_at: float | None = None  # refresh or retry
-        self._challenge: tuple[str, Challenge] | None = None  # (answer header, challenge)
-        self._nc = 0  # RFC 7616 §3.4: nonce count of the current challenge
-        self._challenge_answered = False  # credentials in flight came from a fresh challenge
+        self._auth = DigestAuth(params.auth_user or params.user, params.password)
         self._outbox: list[bytes] = []
         self._events: list[RegistrationChanged] = []
 
@@ -168,13 +259,14 @@ class RegistrationClient:
         return True
 
     def get_timer(self) -> float | None:
-        times = [t for t in (self._retransmit_at, self._give_up_at, self._wakeup_at) if t]
+        timers = self._timers
+        times = [t for t in (timers.retransmit_at, timers.give_up_at, self._wakeup_at) if t]
         return min(times) if times else None
 
     def handle_timer(self, now: float) -> None:
-        if self._give_up_at is not None and now >= self._give_up_at:
+        if self._timers.timed_out(now):
             self._dispatch(_Input.TIMEOUT, now, None)
-        elif self._retransmit_at is not None and now >= self._retransmit_at:
+        elif self._timers.retransmit_due(now):
             self._dispatch(_Input.RETRANSMIT, now, None)
         if self._wakeup_at is not None and now >= self._wakeup_at:
             self._wakeup_at = None
@@ -228,20 +320,16 @@ class RegistrationClient:
             self._finish(now)
 
     def _on_provisional(self, now: float, _: SipResponse | None) -> None:
-        # RFC 3261 §17.1.2.2: in Proceeding, retransmit every T2.
-        self._interval = T2
-        self._retransmit_at = now + T2
+        self._timers.proceeding(now)
 
     def _on_retransmit(self, now: float, _: SipResponse | None) -> None:
-        # RFC 3261 §17.1.2.2 Timer E: double up to T2.
         self._outbox.append(self._request)
-        self._interval = min(self._interval * 2, T2)
-        self._retransmit_at = now + self._interval
+        self._timers.retransmitted(now)
 
     def _on_ok(self, now: float, response: SipResponse | None) -> None:
         assert response is not None
         self._end_transaction()
-        self._challenge_answered = False
+        self._auth.accepted()
         granted = self._granted_expires(response)
         if granted <= 0:
             self._fail(now, f"{response.status} {response.reason} without our binding")
@@ -259,26 +347,10 @@ class RegistrationClient:
     def _on_challenge(self, now: float, response: SipResponse | None) -> None:
         assert response is not None
         self._end_transaction()
-        status_line = f"{response.status} {response.reason}"
-        header = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
-        answer = "Authorization" if response.status == 401 else "Proxy-Authorization"
-        if not self.params.password:
-            self._fail(now, f"{status_line}: no password configured")
+        problem = self._auth.challenged(response)
+        if problem is not None:
+            self._fail(now, problem)
             return
-        try:
-            challenge = choose_challenge(response.headers.get_all(header))
-        except DigestError as exc:
-            self._fail(now, f"{status_line}: {exc}")
-            return
-        if self._challenge_answered and not challenge.stale:
-            # We already answered a fresh challenge and were challenged again without
-            # stale=true (RFC 7616 §3.3): the registrar rejects our credentials.
-            self._challenge_answered = False
-            self._fail(now, f"{status_line}: credentials rejected")
-            return
-        self._challenge = (answer, challenge)
-        self._nc = 0
-        self._challenge_answered = True
         expires = 0 if self._phase is _Phase.UNREGISTERING else self._expires
         self._send_register(now, expires, phase=self._phase)
 
@@ -323,8 +395,7 @@ class RegistrationClient:
         self._set_state(RegistrationState.DISABLED, now, "unregistered")
 
     def _end_transaction(self) -> None:
-        self._retransmit_at = None
-        self._give_up_at = None
+        self._timers.end()
 
     def _set_state(self, state: RegistrationState, now: float, detail: str) -> None:
         # Emit on every change of state or detail; a retry that fails the same way
@@ -363,24 +434,14 @@ class RegistrationClient:
             ("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, NOTIFY"),
             ("User-Agent", self.params.user_agent),
         ]
-        if self._challenge is not None:
-            # RFC 3261 §22.3: the last challenge is answered again with the next nonce
-            # count; a registrar that has forgotten the nonce challenges afresh.
-            answer, challenge = self._challenge
-            self._nc += 1
-            credentials = Credentials(
-                username=self.params.auth_user or self.params.user,
-                password=self.params.password,
-            )
-            value = authorization(
-                challenge, credentials, method="REGISTER", uri=self._request_uri(), nc=self._nc
-            )
-            headers.append((answer, value))
+        # RFC 3261 §22.3: the last challenge is answered again with the next nonce
+        # count; a registrar that has forgotten the nonce challenges afresh.
+        credentials = self._auth.header("REGISTER", self._request_uri())
+        if credentials is not None:
+            headers.append(credentials)
         self._request = build_request("REGISTER", self._request_uri(), headers)
         self._outbox.append(self._request)
-        self._interval = T1
-        self._retransmit_at = now + T1
-        self._give_up_at = now + TIMER_F
+        self._timers.begin(now)
 
     def _granted_expires(self, response: SipResponse) -> int:
         """RFC 3261 §10.2.4: the expiry of *our* Contact, else Expires, else what we asked."""

@@ -8,6 +8,8 @@ Reusable pieces for any test that needs a real peer:
 * :func:`call_ring_group` — SIPp calls Kamailio's ring group, which rings callpop.
 * :func:`start_kamailio` / the ``kamailio`` fixture — Kamailio 5.6 with
   ``kamailio/registrar.cfg`` on ``127.0.0.1:<free port>``, stopped by its PID.
+* :func:`start_presence_kamailio` / the ``presence_kamailio`` fixture — the same with
+  ``kamailio/presence.cfg``: registrar, proxy and RFC 4235 dialog-event presence server.
 
 A peer that is not installed fails the test with a clear message; it never skips.
 """
@@ -31,6 +33,9 @@ from tests.processes import free_udp_port
 PEERS_DIR = Path(__file__).parent
 SIPP_DIR = PEERS_DIR / "sipp"
 KAMAILIO_CFG = PEERS_DIR / "kamailio" / "registrar.cfg"
+PRESENCE_CFG = PEERS_DIR / "kamailio" / "presence.cfg"
+# pua binds a database even in memory mode; it gets a writable copy of this (lab notes).
+KAMAILIO_DBTEXT = Path("/usr/share/kamailio/dbtext/kamailio")
 # What registrar.cfg accepts (see its header).
 KAMAILIO_USER = "callpop"
 KAMAILIO_PASSWORD = "callpop-secret"
@@ -138,6 +143,9 @@ class Kamailio:
     workdir: Path
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    config: Path = KAMAILIO_CFG
+    children: int = 1
+    defines: tuple[str, ...] = ()  # -A NAME=value pre-processor defines
 
     @property
     def log_path(self) -> Path:
@@ -152,11 +160,12 @@ class Kamailio:
             [
                 binary,
                 "-f",
-                str(KAMAILIO_CFG),
+                str(self.config),
                 "-DD",
                 "-E",
                 "-n",
-                "1",
+                str(self.children),
+                *(arg for define in self.defines for arg in ("-A", define)),
                 "-l",
                 f"udp:{self.host}:{self.port}",
                 "-w",
@@ -228,6 +237,39 @@ def start_kamailio(workdir: Path, host: str = "127.0.0.1") -> Kamailio:
     kamailio = Kamailio(host=host, port=free_udp_port(host), workdir=workdir)
     kamailio.start()
     return kamailio
+
+
+def start_presence_kamailio(workdir: Path, host: str = "127.0.0.1") -> Kamailio:
+    """Kamailio with presence.cfg: its own port in SELF_URI, pua's dbtext copy in workdir."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not KAMAILIO_DBTEXT.is_dir():
+        pytest.fail(f"{KAMAILIO_DBTEXT} is missing (Debian package kamailio); this test needs it")
+    dbtext = workdir / "dbtext"
+    shutil.copytree(KAMAILIO_DBTEXT, dbtext)
+    port = free_udp_port(host)
+    kamailio = Kamailio(
+        host=host,
+        port=port,
+        workdir=workdir,
+        config=PRESENCE_CFG,
+        children=2,
+        defines=(f'SELF_URI="sip:{host}:{port}"', f'DBURL="text://{dbtext}"'),
+    )
+    kamailio.start()
+    return kamailio
+
+
+@pytest.fixture
+def presence_kamailio(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Kamailio]:
+    """Kamailio (presence.cfg) on 127.0.0.1:<free port>; its log is printed on failure."""
+    instance = start_presence_kamailio(tmp_path / "kamailio")
+    try:
+        yield instance
+    finally:
+        instance.stop()
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            print(instance.logs())
 
 
 @pytest.fixture

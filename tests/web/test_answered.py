@@ -173,3 +173,56 @@ async def test_the_pbx_call_id_names_the_call_when_it_is_kept(live: Live, phone:
         await phone.response("INVITE", 487)
     finally:
         await context.__aexit__(None, None, None)
+
+
+def _notify_body(version: int, state: str, caller: str) -> bytes:
+    return (
+        '<?xml version="1.0"?>\n'
+        '<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" '
+        f'version="{version}" state="full" entity="sip:203@pbx">\n'
+        f' <dialog id="a1b2" call-id="x@pbx" direction="recipient"><state>{state}</state>\n'
+        f"  <remote><identity>sip:{caller}@pbx</identity></remote>\n"
+        "  <local><identity>sip:203@pbx</identity></local></dialog>\n"
+        "</dialog-info>\n"
+    ).encode()
+
+
+@pytest.mark.asyncio
+async def test_notify_bodies_become_the_answer_and_junk_is_counted(
+    live: Live, phone: Phone
+) -> None:
+    from callpop.dialogs import DialogRouter
+    from telephony.events import DialogNotified
+
+    router = DialogRouter(live.services.calls, {"203": SATO})
+    context, ws = await _watching(live)
+    try:
+        call = SipCall(phone, "0312345678")
+        call.invite()
+        call_id = (await next_message(ws))["call"]["id"]
+
+        def notify(body: bytes) -> None:
+            router.notified(
+                DialogNotified(
+                    extension="203", body=body, content_type="application/dialog-info+xml", at=0
+                )
+            )
+
+        notify(b"<!DOCTYPE x [<!ENTITY a 'aaaa'>]><dialog-info>&a;</dialog-info>")
+        assert router.parse_errors == 1
+        notify(_notify_body(0, "early", "0312345678"))
+        assert router.presence("203") == "ringing"
+        notify(_notify_body(1, "confirmed", "0312345678"))
+        answered = await next_message(ws)
+        assert answered["call"]["id"] == call_id
+        assert answered["call"]["answered_by"]["name"] == "佐藤 健"
+        assert router.presence("203") == "busy"
+        call.cancel(answered_elsewhere=True)
+        await phone.response("INVITE", 487)
+        assert (await next_message(ws))["type"] == "call.ended"
+        notify(_notify_body(2, "terminated", "0312345678"))
+        hung_up = await next_message(ws)
+        assert hung_up["type"] == "call.updated" and hung_up["call"]["talk_seconds"] is not None
+        assert router.presence("203") == "idle"
+    finally:
+        await context.__aexit__(None, None, None)
