@@ -50,6 +50,8 @@ from popup_ui.messages import (
     CallState,
     CallUpdatedMessage,
     DialedLine,
+    StaffPresence,
+    StaffPresenceMessage,
 )
 from telephony.dialogstate import DialogChange
 from telephony.events import CallEnded, CallRinging
@@ -334,6 +336,13 @@ class CallService:
         self._call_log.submit(
             record_call_ended, id=call.id, ended_at=now, outcome=entry.call.outcome
         )
+
+    def staff_presence(self, staff: list[StaffPresence]) -> None:
+        """Extensions' presence changed: to the board (``staff.presence``), in order."""
+        self._spawn(self._publish_presence(staff))
+
+    async def _publish_presence(self, staff: list[StaffPresence]) -> None:
+        await self._hub.publish(StaffPresenceMessage(staff=staff))
 
     async def place(self, event: CallRinging | CallEnded) -> None:
         """Handle ``event`` and wait until its message is published (tests, benchmarks)."""

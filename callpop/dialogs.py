@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from callpop.calls import CallService, StaffOnExtension
 from callpop.logs import Throttle
+from popup_ui.messages import StaffPresence
 from telephony.dialoginfo import DialogInfoError, parse_dialog_info
 from telephony.dialogstate import ExtensionDialogs, Presence
 from telephony.events import DialogNotified, SubscriptionChanged, SubscriptionState
@@ -45,19 +46,40 @@ class DialogRouter:
                 log.warning("NOTIFY for %s is not dialog-info: %s%s", event.extension, exc, more)
             return
         tracker = self._extensions.setdefault(event.extension, ExtensionDialogs(event.extension))
-        staff = self.staff.get(event.extension) or StaffOnExtension(
-            id=None, name=None, extension=event.extension
-        )
+        staff = self._staff_on(event.extension)
+        before = tracker.presence
         for change in tracker.apply(info):
             self.calls.on_dialog(change, staff)
+        if tracker.presence != before:
+            self.calls.staff_presence([self._presence_of(staff, tracker.presence)])
+
+    def announce(self) -> None:
+        """Every staff extension's presence as it stands (unknown until the PBX says)."""
+        if self.staff:
+            self.calls.staff_presence(
+                [self._presence_of(staff, self.presence(ext)) for ext, staff in self.staff.items()]
+            )
+
+    def _staff_on(self, extension: str) -> StaffOnExtension:
+        return self.staff.get(extension) or StaffOnExtension(
+            id=None, name=None, extension=extension
+        )
+
+    @staticmethod
+    def _presence_of(staff: StaffOnExtension, presence: Presence) -> StaffPresence:
+        return StaffPresence(
+            staff_id=staff.id, name=staff.name, extension=staff.extension, presence=presence
+        )
 
     def subscription_changed(self, event: SubscriptionChanged) -> None:
         # A new subscription numbers its documents from 0 again (RFC 4235 §4.1.2), and
         # while there is none nothing is known of the extension.
         if event.state is not SubscriptionState.ACTIVE:
             tracker = self._extensions.get(event.extension)
-            if tracker is not None:
+            if tracker is not None and tracker.known:
                 tracker.forget()
+                staff = self._staff_on(event.extension)
+                self.calls.staff_presence([self._presence_of(staff, "unknown")])
 
     def presence(self, extension: str) -> Presence:
         tracker = self._extensions.get(extension)

@@ -312,6 +312,7 @@ async def running(
         calls = CallService(hub=hub, lookup=lookup, numbering=numbering, call_log=call_log)
         staff = await asyncio.to_thread(_staff_on_extensions, session_factory, settings)
         dialogs = DialogRouter(calls, staff)
+        dialogs.announce()
         watch = SipWatch(
             calls, on_dialog=dialogs.notified, on_subscription=dialogs.subscription_changed
         )

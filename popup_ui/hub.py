@@ -41,8 +41,10 @@ from popup_ui.messages import (
     BoardEntry,
     BoardSnapshot,
     CallEndedMessage,
-    CallMessage,
     CallRingingMessage,
+    LiveMessage,
+    StaffPresence,
+    StaffPresenceMessage,
 )
 
 log = logging.getLogger(__name__)
@@ -96,7 +98,7 @@ class Subscription(Protocol):
 
 
 class Hub(Protocol):
-    async def publish(self, message: CallMessage) -> int:
+    async def publish(self, message: LiveMessage) -> int:
         """Apply ``message`` to the board, send it to every subscriber; its ``seq``."""
         ...
 
@@ -236,11 +238,14 @@ class InProcessHub:
         self._stall_seconds = stall_seconds
         self._clock = clock
         self._subscribers: set[QueueSubscription] = set()
-        self._board: dict[str, BoardEntry] = {}  # call id -> entry, oldest first
+        self._board: dict[str, BoardEntry] = {}
+        self._staff: dict[
+            str, StaffPresence
+        ] = {}  # extension -> presence, bounded by config  # call id -> entry, oldest first
         self._seq = 0
         self._dropped = 0
 
-    async def publish(self, message: CallMessage) -> int:
+    async def publish(self, message: LiveMessage) -> int:
         seq = self._publish_now(message)
         # Let the browsers' pump tasks take this message before the next publish of a
         # burst (a single publisher publishing in a loop would otherwise fill every
@@ -248,7 +253,7 @@ class InProcessHub:
         await asyncio.sleep(0)
         return seq
 
-    def _publish_now(self, message: CallMessage) -> int:
+    def _publish_now(self, message: LiveMessage) -> int:
         # Synchronous, no await: the board change, its seq and the fan-out are one step,
         # so a subscriber's snapshot and its live stream never overlap or leave a hole.
         self._seq += 1
@@ -268,7 +273,11 @@ class InProcessHub:
             )
         return self._seq
 
-    def _apply(self, message: CallMessage) -> None:
+    def _apply(self, message: LiveMessage) -> None:
+        if isinstance(message, StaffPresenceMessage):
+            for one in message.staff:
+                self._staff[one.extension] = one
+            return
         call = message.call
         if isinstance(message, CallRingingMessage):
             self._board[call.id] = BoardEntry(call=call, card=message.card)
@@ -297,7 +306,9 @@ class InProcessHub:
         return self._snapshot()
 
     def _snapshot(self) -> BoardSnapshot:
-        return BoardSnapshot(seq=self._seq, calls=list(self._board.values()))
+        return BoardSnapshot(
+            seq=self._seq, calls=list(self._board.values()), staff=list(self._staff.values())
+        )
 
     @property
     def stats(self) -> HubStats:

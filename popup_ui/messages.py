@@ -90,12 +90,33 @@ class BoardEntry(_Wire):
     card: CallerCard | None
 
 
+class StaffPresence(_Wire):
+    """What a staff member's extension is doing, from the PBX's dialog events."""
+
+    staff_id: int | None
+    name: str | None
+    extension: str
+    # busy: on a call; unknown: not watched, or the PBX has not said (yet).
+    presence: Literal["idle", "ringing", "busy", "unknown"]
+
+
 class BoardSnapshot(_Wire):
     """The first message on a connection: every active call, oldest first."""
 
     type: Literal["board.snapshot"] = "board.snapshot"
     seq: int = Field(description="the board's sequence number; the next live message has seq+1")
     calls: list[BoardEntry]
+    staff: list[StaffPresence] = Field(
+        default_factory=list, description="every watched extension's presence"
+    )
+
+
+class StaffPresenceMessage(_Wire):
+    """An extension's presence changed: ``staff`` lists the ones that changed."""
+
+    type: Literal["staff.presence"] = "staff.presence"
+    seq: int = 0
+    staff: list[StaffPresence]
 
 
 class CallRingingMessage(_Wire):
@@ -127,12 +148,14 @@ class CallEndedMessage(_Wire):
 
 
 CallMessage = CallRingingMessage | CallUpdatedMessage | CallAnsweredMessage | CallEndedMessage
+LiveMessage = CallMessage | StaffPresenceMessage
 BoardMessage = Annotated[
     BoardSnapshot
     | CallRingingMessage
     | CallUpdatedMessage
     | CallAnsweredMessage
-    | CallEndedMessage,
+    | CallEndedMessage
+    | StaffPresenceMessage,
     Field(discriminator="type"),
 ]
 board_message = TypeAdapter[BoardMessage](BoardMessage)

@@ -211,18 +211,25 @@ async def test_notify_bodies_become_the_answer_and_junk_is_counted(
         notify(b"<!DOCTYPE x [<!ENTITY a 'aaaa'>]><dialog-info>&a;</dialog-info>")
         assert router.parse_errors == 1
         notify(_notify_body(0, "early", "0312345678"))
-        assert router.presence("203") == "ringing"
+        ringing_there = await next_message(ws)
+        assert ringing_there["type"] == "staff.presence"
+        assert ringing_there["staff"] == [
+            {"staff_id": 1, "name": "佐藤 健", "extension": "203", "presence": "ringing"}
+        ]
         notify(_notify_body(1, "confirmed", "0312345678"))
-        answered = await next_message(ws)
-        assert answered["call"]["id"] == call_id
-        assert answered["call"]["answered_by"]["name"] == "佐藤 健"
-        assert router.presence("203") == "busy"
+        got = {m["type"]: m for m in [await next_message(ws), await next_message(ws)]}
+        assert got["call.answered"]["call"]["id"] == call_id
+        assert got["call.answered"]["call"]["answered_by"]["name"] == "佐藤 健"
+        assert got["staff.presence"]["staff"][0]["presence"] == "busy"
+        # A browser connecting now sees 佐藤 on a call in its snapshot.
+        board = await live.services.hub.snapshot()
+        assert [(s.extension, s.presence) for s in board.staff] == [("203", "busy")]
         call.cancel(answered_elsewhere=True)
         await phone.response("INVITE", 487)
         assert (await next_message(ws))["type"] == "call.ended"
         notify(_notify_body(2, "terminated", "0312345678"))
-        hung_up = await next_message(ws)
-        assert hung_up["type"] == "call.updated" and hung_up["call"]["talk_seconds"] is not None
-        assert router.presence("203") == "idle"
+        got = {m["type"]: m for m in [await next_message(ws), await next_message(ws)]}
+        assert got["call.updated"]["call"]["talk_seconds"] is not None
+        assert got["staff.presence"]["staff"][0]["presence"] == "idle"
     finally:
         await context.__aexit__(None, None, None)

@@ -72,6 +72,7 @@ def test_every_message_type_has_an_example() -> None:
         "call.updated",
         "call.answered",
         "call.ended",
+        "staff.presence",
     }
 
 
