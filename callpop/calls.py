@@ -38,7 +38,7 @@ from db.calls import (
 from lookup.card import CallerCard, CardStatus
 from lookup.numbers import Number, Numbering
 from lookup.service import Lookup
-from popup_ui.context import CallNotFound, CallTaken
+from popup_ui.context import CallNotFound, CallNotYours, CallTaken
 from popup_ui.hub import Hub
 from popup_ui.messages import (
     AnsweredBy,
@@ -50,6 +50,7 @@ from popup_ui.messages import (
     CallState,
     CallUpdatedMessage,
     DialedLine,
+    Handover,
     StaffPresence,
     StaffPresenceMessage,
 )
@@ -70,6 +71,7 @@ RECENT_CALLS = 500  # calls kept for claiming, newest last; the oldest go first
 # elsewhere within a few seconds of it (the PBX cancels the other legs on the answer).
 ANSWER_MATCH_WINDOW = timedelta(minutes=5)
 CANCEL_MATCH_WINDOW = timedelta(seconds=5)
+_RINGING_STATES = frozenset({"trying", "proceeding", "early"})  # RFC 4235 §3.7.1
 
 
 class Claimant(Protocol):
@@ -241,9 +243,16 @@ class CallService:
         """
         key = (change.extension, change.dialog.id)
         state = change.dialog.state
-        if state == "confirmed" and change.previous != "confirmed":
+        handed = self._handed_to(change)
+        if state in _RINGING_STATES and change.previous not in _RINGING_STATES:
+            if handed is not None:
+                self._spawn(self._handover_state(handed, "ringing"))
+        elif state == "confirmed" and change.previous != "confirmed":
             now = self._clock()
-            found = self._match(change, now)
+            # A call handed over to this extension is followed to it (転送).
+            found: tuple[_Call, AnsweredHow] | None = (
+                (handed, "identity") if handed is not None else self._match(change, now)
+            )
             if found is None:
                 self.dialogs_unmatched += 1
                 log.info("extension %s answered a call callpop cannot tell", change.extension)
@@ -257,8 +266,37 @@ class CallService:
         elif state == "terminated":
             call_id = self._talking.pop(key, None)
             talked = self._recent.get(call_id) if call_id else None
-            if talked is not None:
+            # The first phone hangs up once it transferred: the talk goes on elsewhere.
+            answerer = talked.call.answered_by if talked is not None else None
+            if (
+                talked is not None
+                and answerer is not None
+                and answerer.extension == change.extension
+            ):
                 self._spawn(self._talk_ended(talked, self._clock()))
+
+    def _handed_to(self, change: DialogChange) -> _Call | None:
+        """The one call handed over to this extension that this dialog can be, if any."""
+        caller = _number_of(change.dialog.remote_identity)
+        number = self._numbering.normalise(caller).e164 if caller else None
+        pending = [
+            entry
+            for entry in self._recent.values()
+            if entry.call.handover is not None
+            and entry.call.handover.to_extension == change.extension
+            and entry.call.handover.state != "answered"
+            and (number is None or entry.call.caller.number == number)
+        ]
+        return pending[-1] if len(pending) == 1 else None
+
+    async def _handover_state(self, entry: _Call, state: str) -> None:
+        handover = entry.call.handover
+        if handover is None or handover.state == state:
+            return
+        entry.call = entry.call.model_copy(
+            update={"handover": handover.model_copy(update={"state": state})}
+        )
+        await self._hub.publish(CallUpdatedMessage(call=entry.call))
 
     def _match(self, change: DialogChange, now: datetime) -> tuple[_Call, AnsweredHow] | None:
         dialog = change.dialog
@@ -306,6 +344,9 @@ class CallService:
         if entry.call.answered_by == answered:
             return
         changes: dict[str, Any] = {"answered_by": answered, "answered_at": now}
+        handover = entry.call.handover
+        if handover is not None and handover.to_extension == staff.extension:
+            changes["handover"] = handover.model_copy(update={"state": "answered"})
         if entry.call.state is CallState.RINGING:
             changes["state"] = CallState.ANSWERED
         entry.call = entry.call.model_copy(update=changes)
@@ -336,6 +377,37 @@ class CallService:
         self._call_log.submit(
             record_call_ended, id=call.id, ended_at=now, outcome=entry.call.outcome
         )
+
+    async def hand_over(self, call_id: str, by: Claimant, to: Claimant, note: str) -> Call:
+        """転送メモ: the person who has the call leaves one line for ``to``.
+
+        When the PBX rings ``to``'s extension with this caller the handover is
+        ``ringing`` (their browser pops the card with the line on top); when it answers,
+        the call is theirs (:meth:`on_dialog`).
+        """
+        entry = self._recent.get(call_id)
+        if entry is None or self._clock() - entry.call.started_at > CLAIM_WINDOW:
+            raise CallNotFound(call_id)
+        answered = entry.call.answered_by
+        if answered is None or answered.staff_id != by.id or to.extension is None:
+            raise CallNotYours(call_id)
+        entry.call = entry.call.model_copy(
+            update={
+                "handover": Handover(
+                    from_staff_id=by.id,
+                    from_name=by.name,
+                    to_staff_id=to.id,
+                    to_name=to.name,
+                    to_extension=to.extension,
+                    note=note,
+                    at=self._clock(),
+                    state="requested",
+                )
+            }
+        )
+        log.info("call %s handed over by staff %d to staff %d", call_id, by.id, to.id)
+        await self._hub.publish(CallUpdatedMessage(call=entry.call))
+        return entry.call
 
     def staff_presence(self, staff: list[StaffPresence]) -> None:
         """Extensions' presence changed: to the board (``staff.presence``), in order."""

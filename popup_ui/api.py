@@ -11,12 +11,14 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from db.customers import customer_detail
+from db.staff import get_staff
 from lookup.card import CallerCard
 from popup_ui.auth import CurrentStaff
-from popup_ui.context import CallNotFound, CallTaken, get_web
+from popup_ui.context import CallNotFound, CallNotYours, CallTaken, get_web
 from popup_ui.messages import BoardSnapshot, Call
 from popup_ui.schemas import CustomerOut, StaffOut, UiOut
 
@@ -72,6 +74,50 @@ async def claim_call(
     except CallTaken as taken:
         who = taken.by.name or taken.by.extension or "他の人"
         raise HTTPException(status.HTTP_409_CONFLICT, detail=f"{who}が応答済みです") from None
+
+
+class HandoverIn(BaseModel):
+    """転送メモ: who the call goes to, and the one line they see when it rings."""
+
+    to_staff_id: int = Field(ge=1, le=2**31 - 1)
+    note: str = Field(min_length=1, max_length=200)
+
+
+@router.post(
+    "/calls/{call_id}/handover",
+    responses={
+        404: {"description": "no such call or staff member"},
+        409: {"description": "only the person who has the call can hand it over"},
+    },
+)
+async def hand_over_call(
+    request: Request,
+    body: HandoverIn,
+    call_id: str = Path(pattern=r"^[0-9a-f]{32}$", description="callpop's call id"),
+    staff: StaffOut = CurrentStaff,
+) -> Call:
+    """転送メモ: before transferring on the phone, leave one line for the next person."""
+    web = get_web(request)
+    factory = web.services.session_factory
+
+    def target() -> StaffOut | None:
+        with factory() as session:
+            found = get_staff(session, body.to_staff_id)
+            if found is None or not found.active or not found.extension:
+                return None
+            return StaffOut.model_validate(found, from_attributes=True)
+
+    to = await run_in_threadpool(target)
+    if to is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="転送先が見つかりません")
+    try:
+        return await web.services.calls.hand_over(call_id, staff, to, body.note)
+    except CallNotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="通話が見つかりません") from None
+    except CallNotYours:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, detail="この通話を受けた人だけが転送メモを残せます"
+        ) from None
 
 
 @router.get("/lookup")

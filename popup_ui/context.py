@@ -42,11 +42,19 @@ class CallTaken(Exception):
         self.by = by
 
 
+class CallNotYours(Exception):
+    """Only the person who has the call may hand it over."""
+
+
 class CallControl(Protocol):
     """What the web needs of the call service: staff acting on a call."""
 
     async def claim(self, call_id: str, staff: StaffOut) -> Call:
         """Mark the call as taken by ``staff``; CallNotFound / CallTaken otherwise."""
+        ...
+
+    async def hand_over(self, call_id: str, by: StaffOut, to: StaffOut, note: str) -> Call:
+        """転送メモ for ``to``; CallNotFound / CallNotYours otherwise."""
         ...
 
 

@@ -66,6 +66,21 @@ class AnsweredBy(_Wire):
     how: Literal["claimed", "identity", "call-id", "time-window"]
 
 
+class Handover(_Wire):
+    """転送メモ: the person who has the call hands it on, with one line for the next."""
+
+    from_staff_id: int | None
+    from_name: str | None
+    to_staff_id: int
+    to_name: str
+    to_extension: str
+    note: str
+    at: Timestamp
+    # requested: written; ringing: the PBX rings the target's extension with this caller;
+    # answered: the target took it (the call's answered_by is now them).
+    state: Literal["requested", "ringing", "answered"]
+
+
 class Call(_Wire):
     id: str = Field(description="callpop's call id (uuid4 hex)")
     sip_call_id: str
@@ -79,6 +94,7 @@ class Call(_Wire):
     answered_by: AnsweredBy | None = Field(default=None, description="who took the call")
     answered_at: Timestamp | None = None
     talk_seconds: int | None = Field(default=None, description="when the end of the talk is known")
+    handover: Handover | None = None
     caller: Caller
     dialed_line: DialedLine | None = None
 

@@ -233,3 +233,80 @@ async def test_notify_bodies_become_the_answer_and_junk_is_counted(
         assert got["staff.presence"]["staff"][0]["presence"] == "idle"
     finally:
         await context.__aexit__(None, None, None)
+
+
+@pytest.mark.asyncio
+async def test_a_handover_note_follows_the_call_to_the_person_it_was_handed_to(
+    live: Live, phone: Phone
+) -> None:
+    context, ws = await _watching(live)
+    try:
+        calls = live.services.calls
+        sato = live.client()
+        for client, account in ((sato, "sato"),):
+            demo = next(a for a in live.demo.accounts if a.login == account)
+            await client.post("/api/session", json={"login": demo.login, "password": demo.password})
+        call = SipCall(phone, "0312345678")
+        call.invite()
+        call_id = (await next_message(ws))["call"]["id"]
+        caller = "sip:0312345678@pbx"
+        calls.on_dialog(_change(SATO, _dialog("confirmed", remote=caller), "early"), SATO)
+        assert (await next_message(ws))["call"]["answered_by"]["name"] == "佐藤 健"
+
+        note = "雨漏り再発の件、2階北側"
+        handed = await sato.post(
+            f"/api/calls/{call_id}/handover", json={"to_staff_id": SUZUKI.id, "note": note}
+        )
+        assert handed.status_code == 200, handed.text
+        updated = await next_message(ws)
+        assert updated["type"] == "call.updated" and updated["card"] is None
+        handover = updated["call"]["handover"]
+        assert (handover["note"], handover["to_name"], handover["state"]) == (
+            note,
+            "鈴木 美咲",
+            "requested",
+        )
+        assert handover["from_name"] == "佐藤 健" and handover["to_extension"] == "204"
+
+        # The PBX rings 204 with the same caller: the handover is ringing there.
+        calls.on_dialog(
+            _change(SUZUKI, _dialog("early", dialog_id="t1", remote=caller), None), SUZUKI
+        )
+        assert (await next_message(ws))["call"]["handover"]["state"] == "ringing"
+        calls.on_dialog(
+            _change(SUZUKI, _dialog("confirmed", dialog_id="t1", remote=caller), "early"), SUZUKI
+        )
+        moved = await next_message(ws)
+        assert moved["type"] == "call.answered"
+        assert moved["call"]["answered_by"]["name"] == "鈴木 美咲"
+        assert moved["call"]["handover"]["state"] == "answered"
+
+        # 佐藤's phone leaves the call after the transfer: the talk goes on at 204.
+        calls.on_dialog(_change(SATO, _dialog("terminated"), "confirmed"), SATO)
+        calls.on_dialog(_change(SUZUKI, _dialog("terminated", dialog_id="t1"), "confirmed"), SUZUKI)
+        ended = await next_message(ws)
+        assert ended["call"]["answered_by"]["name"] == "鈴木 美咲"
+        assert ended["call"]["talk_seconds"] is not None
+        call.cancel(answered_elsewhere=True)
+        await phone.response("INVITE", 487)
+    finally:
+        await context.__aexit__(None, None, None)
+
+
+@pytest.mark.asyncio
+async def test_only_the_person_who_has_the_call_hands_it_over(live: Live, phone: Phone) -> None:
+    client = await live.login()  # 佐藤, who has not taken this call
+    call = SipCall(phone, "0312345678")
+    call.invite()
+    await wait_for(lambda: live.services.hub.stats.active_calls == 1, what="the pop")
+    [entry] = (await live.services.hub.snapshot()).calls
+    refused = await client.post(
+        f"/api/calls/{entry.call.id}/handover", json={"to_staff_id": SUZUKI.id, "note": "x"}
+    )
+    assert refused.status_code == 409
+    nobody = await client.post(
+        f"/api/calls/{entry.call.id}/handover", json={"to_staff_id": 999, "note": "x"}
+    )
+    assert nobody.status_code == 404
+    call.cancel()
+    await phone.response("INVITE", 487)
