@@ -9,12 +9,20 @@
 // separate live region. Messages are applied to the board as they arrive, but the
 // page is drawn at most once per animation frame: a burst of a few hundred messages
 // redraws each changed card once, not once per message (see scheduleDraw). Cards are drawn by card.js and words come from i18n.js.
+//
+// A call the logged-in person took (応答しました, answered_by is them) gets its note
+// form (notes.js) under its card, in a slot of its own that a redraw of the card does
+// not touch; while the form is open the call keeps its place in the main column, even
+// after it ended, so the text box never moves while someone types. The 不在着信 view
+// (missed.js) is the header's second tab.
 // Data is only ever put in the page as text (see card.js); this file never uses
 // innerHTML.
 
 import { applyServerDefault, initLanguage, setLanguage, t, translatePage } from "./i18n.js";
 import { Board, SNAPSHOT } from "./board.js";
 import { callerSummary, renderCall } from "./card.js";
+import { MissedCalls } from "./missed.js";
+import { NoteDesk } from "./notes.js";
 
 const RETRY_BASE_MS = 1000;
 const RETRY_MAX_MS = 30000;
@@ -32,9 +40,14 @@ const DRAW_FALLBACK_MS = 250;
 // More new calls than this in one frame are announced as one count (着信 12件), not
 // read out one by one.
 const ANNOUNCE_EACH_MAX = 3;
+// After a call ends unanswered the server publishes first and writes its row after
+// (callpop/calls.py), so the missed list is asked again a little later too.
+const MISSED_RELOAD_MS = [300, 1500, 5000];
 
 const board = new Board();
-const views = new Map(); // call id -> its <article> in #active-list or #recent-list
+// call id -> its slot (<div class=call-slot>: the card's <article>, then the note form
+// if any) in #active-list or #recent-list
+const views = new Map();
 
 const state = {
   me: null,
@@ -53,9 +66,14 @@ const state = {
   pendingFresh: [],
   drawFrame: null,
   drawTimer: null,
+  view: "board", // or "missed"
+  missedTimers: [],
 };
 
 const $ = (id) => document.getElementById(id);
+
+const desk = new NoteDesk({ api, onChange: (id) => drawCalls([id]) });
+let missed = null; // made in start(), once the page's elements exist
 
 // --- HTTP ---------------------------------------------------------------------
 
@@ -87,6 +105,10 @@ function showLogin(message) {
   cancelDraw();
   board.clear();
   views.clear();
+  desk.stop();
+  if (missed) missed.clear();
+  cancelMissedReloads();
+  showView("board");
   for (const n of state.notifications.values()) n.close();
   state.notifications.clear();
   window.clearTimeout(state.announceTimer);
@@ -114,8 +136,10 @@ async function showBoard(me) {
   $("boot").hidden = true;
   $("board-screen").hidden = false;
   renderHeader();
+  desk.start(me);
   redrawAll();
   connect();
+  missed.load();
   await loadUiSettings();
 }
 
@@ -127,6 +151,8 @@ async function loadUiSettings() {
       state.companyName = typeof data.company_name === "string" ? data.company_name : "";
       if (applyServerDefault(data.language)) {
         translatePage();
+        desk.translate();
+        missed.render();
         redrawAll();
       }
       renderHeader();
@@ -206,7 +232,41 @@ const handlers = {
   onToggle(entry) {
     drawCalls(board.toggle(entry.call.id));
   },
+  onClaim(entry) {
+    claim(entry.call.id);
+  },
 };
+
+/** 応答しました: tell the server; its call.answered tells every browser. */
+async function claim(id) {
+  const entry = board.entry(id);
+  if (!entry) return;
+  entry.claim = { busy: true, error: "" };
+  drawCalls([id]);
+  let answer = null;
+  try {
+    answer = await api("POST", `/api/calls/${encodeURIComponent(id)}/claim`);
+  } catch {
+    answer = null;
+  }
+  const now = board.entry(id); // logged out, or the call left the board meanwhile
+  if (!now) return;
+  if (answer && answer.status === 200 && answer.data) {
+    now.claim = null;
+    // Who has it, now: the note form opens without waiting for the socket.
+    drawCalls(new Set([id, ...board.claimed(answer.data)]));
+    return;
+  }
+  const detail = answer && answer.data && typeof answer.data.detail === "string" ? answer.data.detail : "";
+  // 409: 佐藤 健が応答済みです — the server's words name who has it.
+  now.claim = { busy: false, error: detail || t("claim.failed") };
+  drawCalls([id]);
+}
+
+function isMine(entry) {
+  const by = entry && entry.call && entry.call.answered_by;
+  return Boolean(by && state.me && by.staff_id === state.me.id);
+}
 
 function byNewest(a, b) {
   return String(b.call.started_at || "").localeCompare(String(a.call.started_at || ""));
@@ -214,6 +274,30 @@ function byNewest(a, b) {
 
 function activeEntries() {
   return [...board.active.values()].sort(byNewest);
+}
+
+function startedAt(id) {
+  const entry = board.entry(id);
+  return String((entry && entry.call.started_at) || desk.startedAt(id) || "");
+}
+
+/**
+ * Where a call's slot goes: "main" (着信中: active calls, and calls whose note form
+ * is open or, off the board, shows its saved note), "recent", or null (not shown).
+ */
+function placeOf(id) {
+  const where = board.where(id);
+  if (where === "active" || desk.isOpen(id) || (!where && desk.has(id))) return "main";
+  return where === "recent" ? "recent" : null;
+}
+
+function mainIds() {
+  const ids = new Set([...board.active.keys(), ...board.recent.map((e) => e.call.id), ...desk.ids()]);
+  return [...ids].filter((id) => placeOf(id) === "main").sort((a, b) => startedAt(b).localeCompare(startedAt(a)));
+}
+
+function recentIds() {
+  return board.recent.map((e) => e.call.id).filter((id) => placeOf(id) === "recent");
 }
 
 /** The data-key of the control focused inside `element`; null when focus is elsewhere. */
@@ -226,6 +310,7 @@ function focusedKey(element) {
 /** Focus the control `key` of a redrawn card, else its heading's button. */
 function restoreFocus(element, key) {
   if (!element) return;
+  if (element.contains(document.activeElement)) return; // never left (the note form stays put)
   for (const selector of [`[data-key="${CSS.escape(key)}"]`, "[data-key=toggle]"]) {
     const target = element.querySelector(selector);
     if (!target) continue;
@@ -234,24 +319,49 @@ function restoreFocus(element, key) {
   }
 }
 
-/** Replace the card of call `id` (or take it away); arrange() puts new ones in place. */
+/**
+ * Replace the card of call `id` in its slot (or take the slot away); arrange() puts
+ * new slots in place. The slot's note form is the same element across redraws.
+ * True when the call's note form opened just now.
+ */
 function drawCall(id) {
   const where = board.where(id);
-  const old = views.get(id);
-  if (!where) {
-    if (old) old.remove();
-    views.delete(id);
-    return;
+  const entry = where ? board.entry(id) : null;
+  let opened = false;
+  if (entry && isMine(entry)) {
+    opened = desk.open(entry);
+    desk.sync(entry);
   }
-  const mode = where === "active" ? "full" : board.expanded === id ? "expanded" : "compact";
-  const element = renderCall(board.entry(id), handlers, { mode });
-  // Only a call's first appearance slides in: a redraw of the same call stays still.
-  if (!old && where === "active") element.classList.add("arriving");
-  views.set(id, element);
-  if (!old) return;
-  const list = where === "active" ? $("active-list") : $("recent-list");
-  if (old.parentElement === list) old.replaceWith(element);
-  else old.remove(); // ended: it moves to 最近の着信
+  const place = placeOf(id);
+  let slot = views.get(id);
+  if (!place) {
+    if (slot) slot.remove();
+    views.delete(id);
+    return false;
+  }
+  if (!slot) {
+    slot = document.createElement("div");
+    slot.className = "call-slot";
+    slot.dataset.slotId = id;
+    views.set(id, slot);
+  }
+  slot.classList.toggle("with-note", desk.has(id));
+  const old = slot.querySelector(":scope > [data-testid=call-card]");
+  if (entry) {
+    const mode = place === "main" ? "full" : board.expanded === id ? "expanded" : "compact";
+    const element = renderCall(entry, handlers, { mode });
+    // Only a call's first appearance slides in: a redraw of the same call stays still.
+    if (!old && where === "active") element.classList.add("arriving");
+    if (old) old.replaceWith(element);
+    else slot.prepend(element);
+  }
+  // (No entry: a form whose call left the board keeps the last card drawn, if any.)
+  const panel = desk.panel(id);
+  for (const stale of slot.querySelectorAll(":scope > .note-panel")) {
+    if (stale !== panel) stale.remove();
+  }
+  if (panel && panel.parentElement !== slot) slot.append(panel);
+  return opened;
 }
 
 /**
@@ -278,26 +388,34 @@ function arrange(list, elements) {
 /** Redraw the calls in `ids` and nothing else; focus inside them stays on its control. */
 function drawCalls(ids) {
   let refocus = null;
+  const opened = [];
   for (const id of ids) {
     const old = views.get(id);
     const key = old ? focusedKey(old) : null;
     if (key !== null) refocus = { id, key };
-    drawCall(id);
+    if (drawCall(id)) opened.push(id);
   }
   // A call the board has but the page has not drawn yet (its frame is still to come)
   // has no view: it is left out now and put in place when its frame draws it.
-  const viewsOf = (entries) => entries.map((entry) => views.get(entry.call.id)).filter(Boolean);
-  arrange($("active-list"), viewsOf(activeEntries()));
-  arrange($("recent-list"), viewsOf(board.recent));
+  const viewsOf = (list) => list.map((id) => views.get(id)).filter(Boolean);
+  const main = viewsOf(mainIds());
+  arrange($("active-list"), main);
+  arrange($("recent-list"), viewsOf(recentIds()));
   if (refocus) restoreFocus(views.get(refocus.id), refocus.key);
-  $("board-empty").hidden = board.active.size > 0;
+  // The call is yours: the cursor goes to its note, unless you are busy elsewhere.
+  for (const id of opened) {
+    const focused = document.activeElement;
+    const slot = views.get(id);
+    if (!focused || focused === document.body || (slot && slot.contains(focused))) desk.focus(id);
+  }
+  $("board-empty").hidden = main.length > 0;
   $("recent-empty").hidden = board.recent.length > 0;
   updateTitle();
 }
 
 /** Every card again, in place (a new language). */
 function redrawAll() {
-  drawCalls([...board.active.keys(), ...board.recent.map((entry) => entry.call.id)]);
+  drawCalls(new Set([...board.active.keys(), ...board.recent.map((entry) => entry.call.id), ...desk.ids()]));
 }
 
 function updateTitle() {
@@ -373,6 +491,10 @@ function handleMessage(socket, message) {
   if (message.type === SNAPSHOT) {
     state.retries = 0; // in sync again: the next outage starts its back-off afresh
     setConn("open");
+    desk.retryNow(); // back online: unconfirmed note saves go now
+    reloadMissedSoon();
+  } else if (missedChange(message)) {
+    reloadMissedSoon();
   }
   for (const id of change.ended) closeNotification(id);
   for (const id of change.changed) state.pendingIds.add(id);
@@ -406,11 +528,63 @@ function flushDraw() {
   // nothing rings any more, so it is neither notified nor announced.
   const fresh = freshIds.filter((id) => board.where(id) === "active").map((id) => board.entry(id));
   for (const entry of fresh) notify(entry);
+  // A phone ringing wins over the missed-call list.
+  if (fresh.some((entry) => entry.call.state === "ringing")) showView("board");
   if (fresh.length > ANNOUNCE_EACH_MAX) {
     announce(t("announce.many", { count: fresh.length }));
   } else if (fresh.length > 0) {
     announce(fresh.map((entry) => t("announce.ringing", { who: callerSummary(entry) })).join(" "));
   }
+}
+
+// --- 不在着信 -------------------------------------------------------------------------
+
+/** A call ended with nobody answering, or someone claimed an ended one: the list changed. */
+function missedChange(message) {
+  const call = message && message.call;
+  if (!call) return false;
+  if (message.type === "call.ended") {
+    return (call.outcome === "abandoned" || call.outcome === "timeout") && !call.answered_by;
+  }
+  return message.type === "call.answered" && call.state === "ended";
+}
+
+function reloadMissedSoon() {
+  cancelMissedReloads();
+  state.missedTimers = MISSED_RELOAD_MS.map((ms) =>
+    window.setTimeout(() => {
+      if (state.running) missed.load();
+    }, ms),
+  );
+}
+
+function cancelMissedReloads() {
+  for (const timer of state.missedTimers) window.clearTimeout(timer);
+  state.missedTimers = [];
+}
+
+function renderMissedCount(count) {
+  const badge = $("missed-count");
+  badge.hidden = !count;
+  badge.textContent = count ? String(count) : "";
+  badge.setAttribute("aria-label", t("missed.count", { count }));
+}
+
+/** Show the board or the missed-call list (both stay in the page). */
+function showView(view) {
+  state.view = view;
+  $("board-view").hidden = view !== "board";
+  $("missed-view").hidden = view !== "missed";
+  for (const tab of document.querySelectorAll(".view-tab")) {
+    tab.setAttribute("aria-pressed", tab.dataset.view === view ? "true" : "false");
+  }
+}
+
+function onViewTab(event) {
+  const view = event.currentTarget.dataset.view;
+  if (view === state.view) return;
+  showView(view);
+  if (view === "missed" && state.running) missed.load();
 }
 
 // --- WebSocket ------------------------------------------------------------------------
@@ -563,6 +737,8 @@ function onLanguage(event) {
   setLanguage(lang);
   translatePage();
   renderHeader();
+  desk.translate();
+  if (missed) missed.render();
   if (state.running) redrawAll();
   else document.title = t("title.idle");
 }
@@ -588,6 +764,15 @@ async function start() {
   $("login-form").addEventListener("submit", onLogin);
   $("logout-button").addEventListener("click", onLogout);
   $("notify-button").addEventListener("click", onEnableNotifications);
+  missed = new MissedCalls({
+    api,
+    onCount: renderMissedCount,
+    list: $("missed-list"),
+    status: $("missed-status"),
+    showResolved: $("missed-show-resolved"),
+  });
+  for (const tab of document.querySelectorAll(".view-tab")) tab.addEventListener("click", onViewTab);
+  $("missed-refresh").addEventListener("click", () => missed.load());
   for (const button of document.querySelectorAll(".lang")) {
     button.addEventListener("click", onLanguage);
   }

@@ -23,7 +23,11 @@ export const SNAPSHOT = "board.snapshot";
 // later call.ringing), so the page resyncs instead of guessing.
 const TRANSITIONS = {
   "call.ringing": { none: "add", active: "update" },
-  "call.answered": { active: "update" },
+  "call.answered": { active: "update", recent: "update" },
+  // Someone claimed a call whose ring leg had already ended (docs/protocol.md): it
+  // keeps state "ended". Unknown here when it left the recent list or ended before
+  // this page connected; there is nothing to show then.
+  "call.answered.ended": { none: "ignore", active: "update", recent: "update" },
   // Unknown: it ended and left the recent list, or ended before this page connected.
   "call.updated": { none: "ignore", active: "update", recent: "update" },
   // Unknown: it ended before its ringing reached us; show it as a call we only know
@@ -31,8 +35,16 @@ const TRANSITIONS = {
   "call.ended": { none: "addEnded", active: "end", recent: "update" },
 };
 
+/** The TRANSITIONS row of a message: an answer for an ended call has a row of its own. */
+function transitionKey(message) {
+  const call = message.call;
+  if (message.type === "call.answered" && call && call.state === "ended") return "call.answered.ended";
+  return message.type;
+}
+
 function newEntry(call, card) {
-  return { call, card: card || null, selected: 0, copyFeedback: null };
+  // claim: {busy, error} of this page's 応答しました for the call (app.js).
+  return { call, card: card || null, selected: 0, copyFeedback: null, claim: null };
 }
 
 /** What one message changed; `resync` is a reason string when the page must reconnect. */
@@ -97,7 +109,7 @@ export class Board {
       result.resync = `seq ${message.seq ?? "missing"} after ${this.seq}`;
       return result;
     }
-    const table = TRANSITIONS[message.type];
+    const table = TRANSITIONS[transitionKey(message)];
     if (!table) {
       // A type this page does not know yet: it counts in seq, there is nothing to show.
       this.seq = message.seq;
@@ -117,6 +129,18 @@ export class Board {
     this.seq = message.seq;
     this[action](call, message.card, result);
     return result;
+  }
+
+  /**
+   * Take what this page's own claim answered (POST /api/calls/{id}/claim) before its
+   * call.answered arrives: who has the call, nothing else (the state stays the
+   * socket's to change). The ids to redraw.
+   */
+  claimed(call) {
+    const entry = call && this.entry(call.id);
+    if (!entry || !call.answered_by) return new Set();
+    entry.call = { ...entry.call, answered_by: call.answered_by, answered_at: call.answered_at ?? null };
+    return new Set([call.id]);
   }
 
   // --- actions of TRANSITIONS ------------------------------------------------------

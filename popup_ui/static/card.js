@@ -84,6 +84,33 @@ export function callerSummary(entry) {
   return number || t("status.noNumber");
 }
 
+/** Who took a call, as the card names them: 佐藤 健, else 内線 203. */
+export function answererName(by) {
+  if (!by || typeof by !== "object") return t("claim.someone");
+  if (by.name) return by.name;
+  if (by.extension) return t("claim.ext", { ext: by.extension });
+  return t("claim.someone");
+}
+
+// The server takes claims for calls up to this old (docs/protocol.md, 404 after).
+const CLAIM_WINDOW_MS = 30 * 60 * 1000;
+// Ended calls that nobody is known to have answered: the person who did can say so.
+const CLAIMABLE_OUTCOMES = new Set(["answered_elsewhere", "abandoned", "timeout"]);
+
+/** Whether the card offers 応答しました. */
+export function claimable(call, now = Date.now()) {
+  if (!call || call.answered_by) return false;
+  if (call.state === "ringing") return true;
+  if (call.state !== "ended" || !CLAIMABLE_OUTCOMES.has(call.outcome)) return false;
+  const started = Date.parse(call.started_at || "");
+  return Number.isNaN(started) || now - started < CLAIM_WINDOW_MS;
+}
+
+/** The customer of a number several share that the picker shows; null for none. */
+export function shownCustomer(entry) {
+  return entry.card && entry.card.status === "matched" ? selectedCustomer(entry) : null;
+}
+
 // --- parts -------------------------------------------------------------------
 
 function stateChip(entry) {
@@ -97,10 +124,12 @@ function stateChip(entry) {
     });
   }
   if (call.state === "answered") {
-    const text = call.answered_by
-      ? t("call.answeredBy", { ext: call.answered_by })
-      : t("call.answered");
-    return el("span", { className: "chip chip-answered", text });
+    const text = call.answered_by ? t("claim.active", { name: answererName(call.answered_by) }) : t("call.answered");
+    return el("span", {
+      className: "chip chip-answered",
+      text,
+      attrs: call.answered_by ? { "data-testid": "answered-by" } : {},
+    });
   }
   return el("span", { className: "chip chip-ringing" }, [
     el("span", { className: "pulse", attrs: { "aria-hidden": "true" } }),
@@ -117,6 +146,15 @@ function topLine(entry, disclosure) {
   const call = entry.call || {};
   const caller = call.caller || {};
   const meta = el("span", { className: "card-meta" }, [stateChip(entry)]);
+  if (call.state === "ended" && call.answered_by) {
+    meta.append(
+      el("span", {
+        className: "chip chip-answerer",
+        text: t("claim.ended", { name: answererName(call.answered_by) }),
+        attrs: { "data-testid": "answered-by" },
+      }),
+    );
+  }
   if (call.started_at) {
     meta.append(el("span", { className: "time", text: t("call.at", { time: formatTime(call.started_at) }) }));
   }
@@ -427,9 +465,34 @@ function statusBody(entry) {
   return body;
 }
 
+/** 応答しました, and what the server said to this page's last claim. */
+function claimRow(entry, handlers) {
+  const claim = entry.claim || {};
+  const show = claimable(entry.call);
+  if (!show && !claim.error) return null;
+  const row = el("div", { className: "claim-row" });
+  if (show) {
+    const button = el("button", {
+      className: "claim-button",
+      text: claim.busy ? t("claim.busy") : t("claim.button"),
+      attrs: { type: "button", "data-key": "claim", "data-testid": "claim" },
+    });
+    if (claim.busy) button.setAttribute("aria-disabled", "true");
+    button.addEventListener("click", () => {
+      if (!(entry.claim && entry.claim.busy)) handlers.onClaim(entry);
+    });
+    row.append(button);
+  }
+  if (claim.error) {
+    row.append(el("span", { className: "claim-error", text: claim.error, attrs: { role: "status", "data-testid": "claim-error" } }));
+  }
+  return row;
+}
+
 /**
- * The card for one board entry {call, card, selected, copyFeedback}.
- * handlers: {onSelectCustomer(entry, index), onCopyExtension(entry, ext), onToggle(entry)}.
+ * The card for one board entry {call, card, selected, copyFeedback, claim}.
+ * handlers: {onSelectCustomer(entry, index), onCopyExtension(entry, ext), onToggle(entry),
+ * onClaim(entry)}.
  * mode: "full" for an active call; "compact" (the short form) or "expanded" for an
  * ended one in 最近の着信, which opens and closes with its heading's button.
  * Focusable controls carry data-key, stable across redraws of the same call, so the
@@ -450,7 +513,10 @@ export function renderCall(entry, handlers, { mode = "full" } = {}) {
     mode === "full"
       ? null
       : { expanded: !compact, controls: details.id, onToggle: () => handlers.onToggle(entry) };
-  article.append(topLine(entry, disclosure), details);
+  article.append(topLine(entry, disclosure));
+  const claim = claimRow(entry, handlers);
+  if (claim) article.append(claim);
+  article.append(details);
   if (state === "ended" && call.outcome) {
     details.append(
       el("div", { className: `ended-banner outcome-${call.outcome}`, text: outcomeText(call.outcome) }),

@@ -352,11 +352,17 @@ def page(new_page: Callable[..., Any]) -> Any:
     return new_page()
 
 
-def log_in(page: Any, service: Service) -> None:
-    """Log in through the login form and wait for the live board."""
+def log_in(page: Any, service: Service, login: str | None = None) -> None:
+    """Log in through the login form (as the demo account ``login``, else the
+    service's) and wait for the live board."""
+    password = service.password
+    if login is not None and login != service.login:
+        from db.demo import DEMO_ACCOUNTS
+
+        password = next(a.password for a in DEMO_ACCOUNTS if a.login == login)
     page.goto(service.url)
-    page.locator("#login-id").fill(service.login)
-    page.locator("#login-password").fill(service.password)
+    page.locator("#login-id").fill(login or service.login)
+    page.locator("#login-password").fill(password)
     page.locator("#login-submit").click()
     page.locator("#board-screen").wait_for(state="visible")
     page.locator("#conn-status[data-state=open]").wait_for()

@@ -1,0 +1,653 @@
+// The note form of a call the logged-in person took, its draft and its save.
+//
+// Owns, per call id: the draft (text, tags, follow-up date, new-customer fields and
+// the idempotency key chosen when the draft starts), kept in localStorage on every
+// keystroke so a reload, a crash or a lost connection loses nothing; the form's DOM,
+// built once and never rebuilt while it is open (a redraw of the card must not take
+// the text box out of the page: that would drop the cursor and an IME composition);
+// and the save, POST /api/notes, retried with back-off and on reconnect with the same
+// key until the server confirms it (docs/protocol.md), so the note is stored once.
+// The draft is deleted only after 201/200.
+//
+// It knows calls and cards only as far as the form's header needs them. It does not
+// place the form in the page (app.js does) or open sockets. Customer data reaches the
+// page only as text (see card.js).
+
+import { t, translatePage } from "./i18n.js";
+import { callerSummary, el, shownCustomer } from "./card.js";
+import { displayNumber, formatDate, formatTime } from "./format.js";
+
+const DRAFT_PREFIX = "callpop.note.";
+const DONE_KEY = "callpop.notes.done";
+const DONE_KEEP_MS = 24 * 60 * 60 * 1000;
+const DONE_MAX = 200;
+const RETRY_BASE_MS = 1000;
+const RETRY_MAX_MS = 30000;
+
+// Quick tags: the value stored is the Japanese word, whatever the page's language.
+export const TAGS = [
+  ["見積依頼", "note.tag.quote"],
+  ["予約", "note.tag.booking"],
+  ["クレーム", "note.tag.complaint"],
+  ["問い合わせ", "note.tag.inquiry"],
+  ["その他", "note.tag.other"],
+];
+
+// Statuses that cannot be known from the card: the caller is no customer-to-be.
+const NOT_A_CUSTOMER = new Set(["withheld", "internal", "invalid"]);
+
+/** A version 4 UUID from getRandomValues (randomUUID needs a secure context). */
+function uuid4() {
+  const b = new Uint8Array(16);
+  crypto.getRandomValues(b);
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+function storageGet(key) {
+  try {
+    return window.localStorage.getItem(key);
+  } catch {
+    return null;
+  }
+}
+
+function storageSet(key, value) {
+  try {
+    window.localStorage.setItem(key, value);
+    return true;
+  } catch {
+    return false; // storage disabled or full: the draft lives in the page only
+  }
+}
+
+function storageRemove(key) {
+  try {
+    window.localStorage.removeItem(key);
+  } catch {
+    // nothing stored
+  }
+}
+
+function storageKeys() {
+  try {
+    return Object.keys(window.localStorage);
+  } catch {
+    return [];
+  }
+}
+
+/** What the form's header and the save need to know about the call. */
+function contextOf(entry) {
+  const call = entry.call || {};
+  const card = entry.card;
+  const status = card ? card.status : null;
+  const customer = shownCustomer(entry);
+  const caller = call.caller || {};
+  const list = (card && Array.isArray(card.customers) && card.customers) || [];
+  return {
+    started_at: call.started_at || null,
+    number: displayNumber(call, card),
+    summary: callerSummary(entry),
+    customer_id: customer ? customer.id ?? null : null,
+    customer_name: customer ? customer.name : null,
+    // Unknown caller: the form offers to register the number as a new customer.
+    unknown:
+      list.length === 0 && !caller.withheld && !NOT_A_CUSTOMER.has(status) && Boolean(caller.number || caller.raw),
+  };
+}
+
+/** The detail of an error answer as text (FastAPI's 422 detail is a list). */
+function detailText(data, status) {
+  const detail = data && data.detail;
+  if (typeof detail === "string" && detail) return detail;
+  if (Array.isArray(detail)) {
+    const parts = detail.map((d) => (d && typeof d.msg === "string" ? d.msg : "")).filter(Boolean);
+    if (parts.length) return parts.join(" / ");
+  }
+  return `HTTP ${status}`;
+}
+
+export class NoteDesk {
+  /**
+   * api(method, path, body) -> {status, data}, throwing when the server cannot be
+   * reached; onChange(callId) when a form must be placed again (opened, saved, closed).
+   */
+  constructor({ api, onChange }) {
+    this.api = api;
+    this.onChange = onChange;
+    this.staffId = null;
+    this.items = new Map(); // call id -> item (see makeItem)
+  }
+
+  // --- life cycle ------------------------------------------------------------------
+
+  /** Logged in as `me`: bring back this person's drafts, and resend unconfirmed saves. */
+  start(me) {
+    this.stop();
+    this.staffId = me ? me.id : null;
+    for (const key of storageKeys()) {
+      if (!key.startsWith(DRAFT_PREFIX)) continue;
+      let draft = null;
+      try {
+        draft = JSON.parse(storageGet(key));
+      } catch {
+        draft = null;
+      }
+      if (!draft || typeof draft !== "object" || !draft.call_id || !draft.key) continue;
+      if (draft.staff_id !== this.staffId) continue; // someone else's, on a shared PC
+      const item = this.makeItem(draft);
+      this.items.set(draft.call_id, item);
+      if (draft.sending) this.send(item);
+    }
+    return [...this.items.keys()];
+  }
+
+  /** Logged out: forget the forms (the drafts stay stored for the same person). */
+  stop() {
+    for (const item of this.items.values()) window.clearTimeout(item.timer);
+    this.items.clear();
+    this.staffId = null;
+  }
+
+  /** Back online: unconfirmed saves go again now rather than at their next back-off. */
+  retryNow() {
+    for (const item of this.items.values()) {
+      if (item.status === "pending" && !item.inflight) {
+        window.clearTimeout(item.timer);
+        item.timer = null;
+        this.send(item);
+      }
+    }
+  }
+
+  // --- questions app.js asks ------------------------------------------------------------
+
+  /** Whether the call has a form (open, saving, or showing the saved note). */
+  has(id) {
+    return this.items.has(id);
+  }
+
+  /** Whether the call's form is still open (not saved yet): it keeps its place in the page. */
+  isOpen(id) {
+    const item = this.items.get(id);
+    return Boolean(item && item.status !== "saved");
+  }
+
+  /** The form's element, or null. */
+  panel(id) {
+    const item = this.items.get(id);
+    return item ? item.panel : null;
+  }
+
+  /** When the call started, for ordering a form whose call is off the board. */
+  startedAt(id) {
+    const item = this.items.get(id);
+    return (item && item.draft.context.started_at) || "";
+  }
+
+  /** The call ids with a form. */
+  ids() {
+    return [...this.items.keys()];
+  }
+
+  /** Saved or discarded before: the form does not open again for it. */
+  isDone(id) {
+    return id in this.doneMap();
+  }
+
+  // --- opening ------------------------------------------------------------------------
+
+  /** The call is this person's: open its form (a new draft). True when it was opened now. */
+  open(entry) {
+    const id = entry.call.id;
+    if (this.items.has(id) || this.isDone(id) || this.staffId === null) return false;
+    const draft = {
+      v: 1,
+      call_id: id,
+      staff_id: this.staffId,
+      key: uuid4(),
+      body: "",
+      tags: [],
+      follow_up_on: "",
+      new_name: "",
+      new_furigana: "",
+      sending: false,
+      context: contextOf(entry),
+    };
+    const item = this.makeItem(draft);
+    this.items.set(id, item);
+    this.persist(item);
+    return true;
+  }
+
+  /** The card changed (a card arrived late, another customer picked): follow it. */
+  sync(entry) {
+    const item = this.items.get(entry.call.id);
+    if (!item || item.status === "saved" || item.draft.sending) return;
+    const context = contextOf(entry);
+    const before = JSON.stringify(item.draft.context);
+    if (JSON.stringify(context) === before) return;
+    item.draft.context = context;
+    this.persist(item);
+    this.refresh(item);
+  }
+
+  /** Put the cursor in the text box of the call's form. */
+  focus(id) {
+    const item = this.items.get(id);
+    if (item && item.fields) item.fields.body.focus({ preventScroll: false });
+  }
+
+  /** The language changed. */
+  translate() {
+    for (const item of this.items.values()) {
+      translatePage(item.panel);
+      this.refresh(item);
+    }
+  }
+
+  // --- the draft ------------------------------------------------------------------------
+
+  persist(item) {
+    storageSet(DRAFT_PREFIX + item.draft.call_id, JSON.stringify(item.draft));
+  }
+
+  doneMap() {
+    let map = {};
+    try {
+      map = JSON.parse(storageGet(DONE_KEY) || "{}") || {};
+    } catch {
+      map = {};
+    }
+    return typeof map === "object" ? map : {};
+  }
+
+  markDone(id) {
+    const now = Date.now();
+    const kept = Object.entries(this.doneMap())
+      .filter(([, at]) => typeof at === "number" && now - at < DONE_KEEP_MS)
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, DONE_MAX - 1);
+    storageSet(DONE_KEY, JSON.stringify(Object.fromEntries([[id, now], ...kept])));
+  }
+
+  /** The draft is gone for good: saved (confirmed) or discarded. */
+  forget(item) {
+    storageRemove(DRAFT_PREFIX + item.draft.call_id);
+    this.markDone(item.draft.call_id);
+  }
+
+  // --- saving ---------------------------------------------------------------------------
+
+  save(item) {
+    if (item.status === "saving" || item.status === "pending" || item.status === "saved") return;
+    const d = item.draft;
+    if (!d.body.trim()) {
+      // POST /api/notes wants a text (schemas.NoteIn: body min_length 1).
+      item.status = "error";
+      item.error = t("note.empty");
+      this.refresh(item);
+      item.fields.body.focus();
+      return;
+    }
+    d.sending = true; // from here the key may have reached the server: the text is fixed
+    this.persist(item);
+    this.send(item);
+  }
+
+  requestBody(draft) {
+    const registering = draft.context.unknown && draft.new_name.trim();
+    return {
+      idempotency_key: draft.key,
+      call_id: draft.call_id,
+      customer_id: registering ? null : draft.context.customer_id ?? null,
+      body: draft.body.trim(),
+      tags: draft.tags,
+      follow_up_on: draft.follow_up_on || null,
+      new_customer: registering
+        ? { name: draft.new_name.trim(), furigana: draft.new_furigana.trim() || null }
+        : null,
+    };
+  }
+
+  async send(item) {
+    if (item.inflight) return;
+    item.inflight = true;
+    if (item.status !== "pending") item.status = "saving";
+    item.error = "";
+    this.refresh(item);
+    let answer = null;
+    try {
+      answer = await this.api("POST", "/api/notes", this.requestBody(item.draft));
+    } catch {
+      answer = null; // unreachable: retried below
+    }
+    item.inflight = false;
+    if (this.items.get(item.draft.call_id) !== item) return; // logged out meanwhile
+    const status = answer ? answer.status : 0;
+    if (status === 200 || status === 201) {
+      // 200: a retry of a save that had reached the server; the same note either way.
+      window.clearTimeout(item.timer);
+      item.timer = null;
+      item.status = "saved";
+      item.saved = answer.data || null;
+      this.forget(item);
+      this.renderSaved(item);
+      this.onChange(item.draft.call_id);
+      return;
+    }
+    if (status === 0 || status >= 500 || status === 401 || status === 408 || status === 429) {
+      // Not stored, or not known to be: try again with the same key.
+      item.status = "pending";
+      item.attempts += 1;
+      this.refresh(item);
+      const ceiling = Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** Math.min(item.attempts - 1, 6));
+      const delay = Math.round(ceiling / 2 + Math.random() * (ceiling / 2));
+      window.clearTimeout(item.timer);
+      item.timer = window.setTimeout(() => {
+        item.timer = null;
+        this.send(item);
+      }, delay);
+      return;
+    }
+    // 422, 404, 409: the server read it and said no; the person can change it and try again.
+    item.status = "error";
+    item.attempts = 0;
+    item.error = t("note.failed", { detail: detailText(answer && answer.data, status) });
+    item.draft.sending = false;
+    this.persist(item);
+    this.refresh(item);
+  }
+
+  discard(item) {
+    window.clearTimeout(item.timer);
+    this.forget(item);
+    this.items.delete(item.draft.call_id);
+    item.panel.remove();
+    this.onChange(item.draft.call_id);
+  }
+
+  // --- DOM --------------------------------------------------------------------------------
+
+  makeItem(draft) {
+    const item = {
+      draft,
+      status: draft.sending ? "pending" : "editing",
+      error: "",
+      attempts: 0,
+      inflight: false,
+      timer: null,
+      saved: null,
+      confirming: false,
+      panel: null,
+      fields: null,
+    };
+    this.buildForm(item);
+    this.refresh(item);
+    return item;
+  }
+
+  buildForm(item) {
+    const d = item.draft;
+    const base = `note-${d.call_id}`;
+    const panel = el("section", {
+      className: "note-panel",
+      attrs: { "data-testid": "note-form", "data-call-id": d.call_id, "aria-labelledby": `${base}-title` },
+    });
+    const title = el("h3", { className: "note-title", attrs: { id: `${base}-title` } }, [
+      el("span", { className: "note-heading", attrs: { "data-i18n": "note.heading" }, text: t("note.heading") }),
+      el("span", { className: "note-who", attrs: { "data-testid": "note-who" } }),
+      el("span", { className: "note-when" }),
+    ]);
+
+    const body = el("textarea", {
+      className: "note-input",
+      attrs: {
+        id: `${base}-body`,
+        rows: 4,
+        "data-key": "note-body",
+        "data-testid": "note-body",
+        "data-i18n-placeholder": "note.placeholder",
+        placeholder: t("note.placeholder"),
+      },
+    });
+    body.value = d.body;
+    const bodyLabel = el("label", {
+      className: "note-label",
+      text: t("note.body"),
+      attrs: { for: body.id, "data-i18n": "note.body" },
+    });
+
+    const tagTitle = el("span", {
+      className: "note-label",
+      text: t("note.tags"),
+      attrs: { id: `${base}-tags`, "data-i18n": "note.tags" },
+    });
+    const tagRow = el("div", { className: "note-tags", attrs: { role: "group", "aria-labelledby": tagTitle.id } });
+    const tagButtons = TAGS.map(([value, key]) => {
+      const button = el("button", {
+        className: "note-tag",
+        text: t(key),
+        attrs: { type: "button", "data-i18n": key, "data-tag": value, "data-key": `note-tag-${value}` },
+      });
+      button.addEventListener("click", () => {
+        if (this.locked(item)) return;
+        const on = d.tags.includes(value);
+        d.tags = on ? d.tags.filter((tag) => tag !== value) : [...d.tags, value];
+        this.edited(item);
+      });
+      tagRow.append(button);
+      return button;
+    });
+
+    const follow = el("input", {
+      className: "note-date",
+      attrs: { type: "date", id: `${base}-follow`, "data-key": "note-follow", "data-testid": "note-follow" },
+    });
+    follow.value = d.follow_up_on;
+    const followLabel = el("label", {
+      className: "note-label",
+      text: t("note.followUp"),
+      attrs: { for: follow.id, "data-i18n": "note.followUp" },
+    });
+
+    const newName = el("input", {
+      attrs: { type: "text", id: `${base}-new-name`, autocomplete: "off", "data-key": "note-new-name", "data-testid": "new-name" },
+    });
+    newName.value = d.new_name;
+    const newFurigana = el("input", {
+      attrs: { type: "text", id: `${base}-new-furigana`, autocomplete: "off", lang: "ja", "data-key": "note-new-furigana", "data-testid": "new-furigana" },
+    });
+    newFurigana.value = d.new_furigana;
+    const newNumber = el("span", { className: "new-number" });
+    const newSection = el("fieldset", { className: "note-new", attrs: { "data-testid": "new-customer" } }, [
+      el("legend", { text: t("note.newCustomer"), attrs: { "data-i18n": "note.newCustomer" } }),
+      newNumber,
+      el("div", { className: "note-new-fields" }, [
+        el("label", { attrs: { for: newName.id } }, [
+          el("span", { text: t("note.newName"), attrs: { "data-i18n": "note.newName" } }),
+          newName,
+        ]),
+        el("label", { attrs: { for: newFurigana.id } }, [
+          el("span", { text: t("note.newFurigana"), attrs: { "data-i18n": "note.newFurigana" } }),
+          newFurigana,
+        ]),
+      ]),
+      el("p", { className: "note-hint", text: t("note.newHint"), attrs: { "data-i18n": "note.newHint" } }),
+    ]);
+
+    const save = el("button", {
+      className: "note-save primary",
+      text: t("note.save"),
+      attrs: { type: "button", "data-key": "note-save", "data-testid": "note-save", "data-i18n": "note.save" },
+    });
+    const shortcut = el("span", { className: "note-shortcut", text: t("note.shortcut"), attrs: { "data-i18n": "note.shortcut" } });
+    const discard = el("button", {
+      className: "note-discard",
+      text: t("note.discard"),
+      attrs: { type: "button", "data-key": "note-discard", "data-i18n": "note.discard" },
+    });
+    const confirmBox = el("div", { className: "note-confirm", attrs: { role: "group" } }, [
+      el("span", { text: t("note.discardConfirm"), attrs: { "data-i18n": "note.discardConfirm" } }),
+    ]);
+    const confirmYes = el("button", {
+      className: "note-discard-yes",
+      text: t("note.discardYes"),
+      attrs: { type: "button", "data-key": "note-discard-yes", "data-i18n": "note.discardYes" },
+    });
+    const confirmNo = el("button", {
+      className: "note-discard-no",
+      text: t("note.discardNo"),
+      attrs: { type: "button", "data-key": "note-discard-no", "data-i18n": "note.discardNo" },
+    });
+    confirmBox.append(confirmYes, confirmNo);
+    const status = el("p", { className: "note-status", attrs: { role: "status", "data-testid": "note-status" } });
+
+    const input = () => {
+      d.body = body.value;
+      d.follow_up_on = follow.value;
+      d.new_name = newName.value;
+      d.new_furigana = newFurigana.value;
+      this.edited(item);
+    };
+    for (const field of [body, follow, newName, newFurigana]) field.addEventListener("input", input);
+    panel.addEventListener("keydown", (event) => {
+      // Ctrl+Enter (⌘+Enter on a Mac) saves; not while an IME is still composing.
+      if (event.key === "Enter" && (event.ctrlKey || event.metaKey) && !event.isComposing) {
+        event.preventDefault();
+        this.save(item);
+      }
+    });
+    save.addEventListener("click", () => this.save(item));
+    discard.addEventListener("click", () => {
+      item.confirming = true;
+      this.refresh(item);
+      confirmNo.focus();
+    });
+    confirmNo.addEventListener("click", () => {
+      item.confirming = false;
+      this.refresh(item);
+      body.focus();
+    });
+    confirmYes.addEventListener("click", () => this.discard(item));
+
+    const form = el("div", { className: "note-form" }, [
+      el("div", { className: "note-field" }, [bodyLabel, body]),
+      el("div", { className: "note-field" }, [tagTitle, tagRow]),
+      el("div", { className: "note-field note-field-date" }, [followLabel, follow]),
+      newSection,
+      el("div", { className: "note-actions" }, [save, shortcut, discard]),
+      confirmBox,
+      status,
+    ]);
+    panel.append(title, form);
+    item.panel = panel;
+    item.fields = { body, follow, newName, newFurigana, newSection, newNumber, tagButtons, save, discard, confirmBox, status, title, form };
+  }
+
+  locked(item) {
+    return item.status === "saving" || item.status === "pending" || item.status === "saved";
+  }
+
+  /** A keystroke or a tag: keep it (the draft survives a reload from here on). */
+  edited(item) {
+    if (item.status === "error") {
+      item.status = "editing";
+      item.error = "";
+    }
+    this.persist(item);
+    this.refresh(item);
+  }
+
+  /** Show the item's state in its form, without rebuilding the inputs. */
+  refresh(item) {
+    if (!item.fields || item.status === "saved") return;
+    const d = item.draft;
+    const f = item.fields;
+    const c = d.context;
+    const who = c.customer_name ? t("honorific", { name: c.customer_name }) : c.number || c.summary || t("status.noNumber");
+    f.title.querySelector(".note-who").textContent = who;
+    f.title.querySelector(".note-when").textContent = c.started_at
+      ? t("note.callAt", { date: formatDate(c.started_at), time: formatTime(c.started_at) })
+      : "";
+    const locked = this.locked(item);
+    f.body.readOnly = locked;
+    for (const field of [f.follow, f.newName, f.newFurigana]) field.readOnly = locked;
+    for (const button of f.tagButtons) {
+      const on = d.tags.includes(button.dataset.tag);
+      button.setAttribute("aria-pressed", on ? "true" : "false");
+      button.classList.toggle("on", on);
+      button.setAttribute("aria-disabled", locked ? "true" : "false");
+    }
+    f.newSection.hidden = !c.unknown;
+    f.newNumber.textContent = t("note.newNumber", { number: c.number || "" });
+    f.save.setAttribute("aria-disabled", locked ? "true" : "false");
+    f.discard.hidden = locked || item.confirming;
+    f.confirmBox.hidden = !item.confirming;
+    const text =
+      item.status === "saving"
+        ? t("note.saving")
+        : item.status === "pending"
+          ? t("note.pending")
+          : item.status === "error"
+            ? item.error
+            : "";
+    f.status.textContent = text;
+    f.status.hidden = !text;
+    f.status.dataset.state = item.status;
+    item.panel.dataset.state = item.status;
+  }
+
+  /** The form closes; the saved note shows in its place. */
+  renderSaved(item) {
+    const note = item.saved || {};
+    const d = item.draft;
+    const panel = item.panel;
+    panel.dataset.state = "saved";
+    panel.classList.add("saved");
+    const lines = [
+      el("p", { className: "note-status", text: t("note.saved"), attrs: { role: "status", "data-testid": "note-status", "data-state": "saved" } }),
+    ];
+    const meta = [];
+    if (note.staff_name || note.at) {
+      meta.push(
+        t("note.savedBy", {
+          staff: note.staff_name || "",
+          date: formatDate(note.at || ""),
+          time: formatTime(note.at || ""),
+        }),
+      );
+    }
+    const tags = Array.isArray(note.tags) ? note.tags : d.tags;
+    const row = el("div", { className: "saved-note", attrs: { "data-testid": "saved-note" } }, [
+      el("div", { className: "saved-meta", text: meta.join(" ") }),
+      el("div", { className: "saved-body", text: typeof note.body === "string" ? note.body : d.body.trim() }),
+    ]);
+    if (tags.length) {
+      row.append(el("div", { className: "badges" }, tags.map((tag) => el("span", { className: "badge tag", text: tag }))));
+    }
+    const follow = note.follow_up_on || d.follow_up_on;
+    if (follow) row.append(el("div", { className: "saved-follow", text: t("note.followUpOn", { date: formatDate(follow) }) }));
+    if (d.context.unknown && d.new_name.trim()) {
+      row.append(el("div", { className: "saved-new", text: t("note.newCustomerSaved", { name: d.new_name.trim() }) }));
+    }
+    lines.push(row);
+    const close = el("button", {
+      className: "note-close",
+      text: t("note.close"),
+      attrs: { type: "button", "data-key": "note-close", "data-i18n": "note.close" },
+    });
+    close.addEventListener("click", () => {
+      this.items.delete(d.call_id);
+      panel.remove();
+      this.onChange(d.call_id);
+    });
+    lines.push(close);
+    const title = item.fields.title;
+    item.fields = null;
+    panel.replaceChildren(title, ...lines);
+  }
+}
