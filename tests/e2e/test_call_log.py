@@ -308,7 +308,9 @@ async def test_calls_while_the_database_file_is_deleted_are_recorded_once_it_is_
     )
     after = await healthz(service)
     assert after["call_log"]["failed"] == 0
-    assert after["call_log"]["replayed"] == held["call_log"]["spilled"]
+    # Every write that went to the journal came back from it (more may have spilled
+    # after `held` was read: the ends are written after their pops).
+    assert after["call_log"]["replayed"] == after["call_log"]["spilled"] >= 1
     assert "is back" in service.log()
 
 

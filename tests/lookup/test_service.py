@@ -321,6 +321,7 @@ async def test_a_lookup_on_time_has_nothing_to_follow(database: Database) -> Non
 @pytest.mark.asyncio
 async def test_database_error_gives_a_degraded_card(database: Database) -> None:
     with database.engine.begin() as connection:
+        connection.execute(text("DROP TABLE note_revisions"))  # it refers to notes
         connection.execute(text("DROP TABLE notes"))
         connection.execute(text("DROP TABLE customer_phones"))
     lookup = CallerLookup(database.session_factory)

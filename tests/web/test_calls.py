@@ -122,7 +122,12 @@ async def test_invite_pops_the_customer_card_and_cancel_ends_it(live: Live, phon
                 assert ended["call"]["ended_at"].endswith("+09:00")
                 assert ended["seq"] == ringing["seq"] + 1
             active = (await client.get("/api/calls/active")).json()
-            assert active == {"type": "board.snapshot", "seq": ringing["seq"] + 1, "calls": []}
+            assert active == {
+                "type": "board.snapshot",
+                "seq": ringing["seq"] + 1,
+                "calls": [],
+                "staff": [],
+            }
 
     row = await wait_for(
         lambda: (r := _call_row(live.db_path, pop["id"])) and r.get("outcome") and r,
