@@ -23,6 +23,8 @@ import { Board, SNAPSHOT } from "./board.js";
 import { callerSummary, renderCall } from "./card.js";
 import { MissedCalls } from "./missed.js";
 import { NoteDesk } from "./notes.js";
+import { familyName, renderStaffStrip } from "./presence.js";
+import { HandoverForms } from "./handover.js";
 
 const RETRY_BASE_MS = 1000;
 const RETRY_MAX_MS = 30000;
@@ -64,6 +66,8 @@ const state = {
   // Applied to the board, not drawn yet: ids to redraw and new calls, drawn next frame.
   pendingIds: new Set(),
   pendingFresh: [],
+  pendingStaff: false, // the staff strip changed (snapshot, staff.presence)
+  handoversSeen: new Set(), // calls handed over to me that were announced already
   drawFrame: null,
   drawTimer: null,
   view: "board", // or "missed"
@@ -73,6 +77,7 @@ const state = {
 const $ = (id) => document.getElementById(id);
 
 const desk = new NoteDesk({ api, onChange: (id) => drawCalls([id]) });
+const forms = new HandoverForms({ api, onChange: (id) => drawCalls([id]) });
 let missed = null; // made in start(), once the page's elements exist
 
 // --- HTTP ---------------------------------------------------------------------
@@ -106,6 +111,9 @@ function showLogin(message) {
   board.clear();
   views.clear();
   desk.stop();
+  forms.stop();
+  state.handoversSeen.clear();
+  renderStrip();
   if (missed) missed.clear();
   cancelMissedReloads();
   showView("board");
@@ -235,7 +243,31 @@ const handlers = {
   onClaim(entry) {
     claim(entry.call.id);
   },
+  // card.js: the 担当者's presence beside 担当, and the 転送メモ meant for me.
+  presenceOf(staffId) {
+    return board.presenceOf(staffId);
+  },
+  meId() {
+    return state.me ? state.me.id : null;
+  },
 };
+
+/** The staff strip over the board, from board.staff (hidden when nobody is watched). */
+function renderStrip() {
+  renderStaffStrip($("staff-strip"), board.staffList(), { meId: state.me ? state.me.id : null });
+}
+
+/**
+ * A 転送メモ for me that should pop: `requested` as well as `ringing` and `answered`,
+ * because without the PBX's dialog events (trunk mode) a hand-over never gets past
+ * `requested`; while requested, only as long as the call is on.
+ */
+function handedToMe(entry) {
+  const handover = entry && entry.call && entry.call.handover;
+  if (!handover || !state.me || handover.to_staff_id !== state.me.id) return false;
+  if (handover.state === "ringing" || handover.state === "answered") return true;
+  return handover.state === "requested" && entry.call.state !== "ended";
+}
 
 /** 応答しました: tell the server; its call.answered tells every browser. */
 async function claim(id) {
@@ -288,6 +320,7 @@ function startedAt(id) {
 function placeOf(id) {
   const where = board.where(id);
   if (where === "active" || desk.isOpen(id) || (!where && desk.has(id))) return "main";
+  if (where && handedToMe(board.entry(id))) return "main";
   return where === "recent" ? "recent" : null;
 }
 
@@ -337,6 +370,7 @@ function drawCall(id) {
   if (!place) {
     if (slot) slot.remove();
     views.delete(id);
+    forms.drop(id);
     return false;
   }
   if (!slot) {
@@ -361,6 +395,17 @@ function drawCall(id) {
     if (stale !== panel) stale.remove();
   }
   if (panel && panel.parentElement !== slot) slot.append(panel);
+  // 転送メモ: the person who has the call, while it is in the main column; under the
+  // note form (which joins the card), else under the card. Moved only when out of place,
+  // so focus in it survives.
+  const card = slot.querySelector(":scope > [data-testid=call-card]");
+  const form =
+    entry && card && place === "main" && isMine(entry) ? forms.panel(entry, board.staffList(), state.me.id) : null;
+  for (const stale of slot.querySelectorAll(":scope > .handover-form")) {
+    if (stale !== form) stale.remove();
+  }
+  const before = panel && panel.parentElement === slot ? panel : card;
+  if (form && form.previousElementSibling !== before) before.after(form);
   return opened;
 }
 
@@ -498,6 +543,11 @@ function handleMessage(socket, message) {
   }
   for (const id of change.ended) closeNotification(id);
   for (const id of change.changed) state.pendingIds.add(id);
+  if (change.staffChanged) {
+    // Presence shows on cards (担当) and in the 転送メモ pickers too.
+    state.pendingStaff = true;
+    for (const id of [...board.active.keys(), ...board.recent.map((e) => e.call.id)]) state.pendingIds.add(id);
+  }
   state.pendingFresh.push(...change.fresh);
   scheduleDraw();
 }
@@ -516,14 +566,28 @@ function cancelDraw() {
   state.drawTimer = null;
   state.pendingIds.clear();
   state.pendingFresh = [];
+  state.pendingStaff = false;
 }
 
 function flushDraw() {
   const ids = [...state.pendingIds];
   const freshIds = state.pendingFresh;
+  const staffChanged = state.pendingStaff;
   cancelDraw();
   if (!state.running) return;
+  if (staffChanged) renderStrip();
   drawCalls(ids);
+  // A 転送メモ for me pops once: said through the live region, the board in front.
+  for (const id of ids) {
+    const entry = board.entry(id);
+    if (!handedToMe(entry) || state.handoversSeen.has(id)) continue;
+    state.handoversSeen.add(id);
+    // Bounded: the oldest ids go (the board itself keeps at most RECENT_LIMIT ended calls).
+    if (state.handoversSeen.size > 200) state.handoversSeen.delete(state.handoversSeen.values().next().value);
+    showView("board");
+    const handover = entry.call.handover;
+    announce(t("handover.announce", { from: familyName(handover.from_name), note: handover.note }));
+  }
   // A call that rang and ended within the same frame is already under 最近の着信:
   // nothing rings any more, so it is neither notified nor announced.
   const fresh = freshIds.filter((id) => board.where(id) === "active").map((id) => board.entry(id));
@@ -738,6 +802,7 @@ function onLanguage(event) {
   translatePage();
   renderHeader();
   desk.translate();
+  renderStrip();
   if (missed) missed.render();
   if (state.running) redrawAll();
   else document.title = t("title.idle");

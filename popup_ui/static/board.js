@@ -17,6 +17,10 @@
 export const RECENT_LIMIT = 20;
 
 export const SNAPSHOT = "board.snapshot";
+export const PRESENCE = "staff.presence";
+export const PRESENCES = ["idle", "ringing", "busy", "unknown"];
+// Bounds the staff strip whatever the server sends (the server watches at most 500).
+export const STAFF_LIMIT = 500;
 
 // (message type, where the board has the call) -> action. A pair that is missing
 // contradicts what the board knows (every active call came in the snapshot or a
@@ -49,7 +53,20 @@ function newEntry(call, card) {
 
 /** What one message changed; `resync` is a reason string when the page must reconnect. */
 function outcome() {
-  return { changed: new Set(), fresh: [], ended: [], resync: null };
+  return { changed: new Set(), fresh: [], ended: [], resync: null, staffChanged: false };
+}
+
+/** One staff entry as the page keeps it, or null when it is not one. */
+function staffEntry(item) {
+  if (!item || typeof item !== "object" || typeof item.extension !== "string" || !item.extension) {
+    return null;
+  }
+  return {
+    staff_id: Number.isInteger(item.staff_id) ? item.staff_id : null,
+    name: typeof item.name === "string" ? item.name : null,
+    extension: item.extension,
+    presence: PRESENCES.includes(item.presence) ? item.presence : "unknown",
+  };
 }
 
 export class Board {
@@ -59,6 +76,9 @@ export class Board {
     this.recent = []; // ended entries, newest end first
     this.expanded = null; // id of the ended entry shown in full
     this.seq = null; // last seq applied on this connection; null until its snapshot
+    // extension -> {staff_id, name, extension, presence}: the snapshot's `staff`, then
+    // staff.presence (docs/protocol.md). Empty when no extension is watched (trunk mode).
+    this.staff = new Map();
   }
 
   /** A new connection: it must start with a snapshot. */
@@ -72,6 +92,33 @@ export class Board {
     this.recent = [];
     this.expanded = null;
     this.seq = null;
+    this.staff.clear();
+  }
+
+  /** Every staff entry, in extension order. */
+  staffList() {
+    return [...this.staff.values()].sort((a, b) =>
+      a.extension.localeCompare(b.extension, "en", { numeric: true }),
+    );
+  }
+
+  /** The presence of staff member `staffId` (idle | ringing | busy | unknown), or null if not listed. */
+  presenceOf(staffId) {
+    if (staffId === null || staffId === undefined) return null;
+    for (const entry of this.staff.values()) {
+      if (entry.staff_id === staffId) return entry.presence;
+    }
+    return null;
+  }
+
+  applyStaff(items, { replace }) {
+    if (replace) this.staff.clear();
+    for (const item of items) {
+      const entry = staffEntry(item);
+      if (!entry) continue;
+      if (!this.staff.has(entry.extension) && this.staff.size >= STAFF_LIMIT) continue;
+      this.staff.set(entry.extension, entry);
+    }
   }
 
   /** "active", "recent" or null. */
@@ -99,6 +146,9 @@ export class Board {
       }
       this.seq = message.seq;
       this.applySnapshot(message.calls, result);
+      // An older server sends no `staff`: nobody's presence is known then.
+      this.applyStaff(Array.isArray(message.staff) ? message.staff : [], { replace: true });
+      result.staffChanged = true;
       return result;
     }
     if (this.seq === null) {
@@ -107,6 +157,16 @@ export class Board {
     }
     if (message.seq !== this.seq + 1) {
       result.resync = `seq ${message.seq ?? "missing"} after ${this.seq}`;
+      return result;
+    }
+    if (message.type === PRESENCE) {
+      if (!Array.isArray(message.staff)) {
+        result.resync = "a staff.presence without staff";
+        return result;
+      }
+      this.seq = message.seq;
+      this.applyStaff(message.staff, { replace: false });
+      result.staffChanged = true;
       return result;
     }
     const table = TRANSITIONS[transitionKey(message)];

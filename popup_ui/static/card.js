@@ -8,6 +8,7 @@
 
 import { language, t } from "./i18n.js";
 import { dialedLine, displayNumber, formatDate, formatTime, formatYen } from "./format.js";
+import { familyName, presenceChip } from "./presence.js";
 
 /** createElement with a class list, text and attributes; children appended. */
 export function el(tag, options = {}, children = []) {
@@ -257,6 +258,21 @@ function assignedPanel(entry, customer, handlers, { compact }) {
         : t("customer.assigned", { name: staff.name }),
     }),
   );
+  // Their extension's presence, when it is watched (register mode): say when they cannot
+  // take a transfer now.
+  const presence = handlers.presenceOf ? handlers.presenceOf(staff.id) : null;
+  if (presence) {
+    panel.querySelector(".assigned-name").append(" ", presenceChip(presence, "assigned-presence"));
+    if (presence === "busy" || presence === "unknown" || presence === "ringing") {
+      panel.append(
+        el("div", {
+          className: `assigned-warning presence-${presence}`,
+          text: t(`presence.warn.${presence}`, { name: familyName(staff.name) }),
+          attrs: { "data-testid": "assigned-warning" },
+        }),
+      );
+    }
+  }
   if (ext && !compact) {
     // No PBX transfer yet: say what to do and offer the extension to copy, nothing more.
     const hint = el("div", { className: "transfer" }, [
@@ -513,7 +529,34 @@ export function renderCall(entry, handlers, { mode = "full" } = {}) {
     mode === "full"
       ? null
       : { expanded: !compact, controls: details.id, onToggle: () => handlers.onToggle(entry) };
+  const meId = handlers.meId ? handlers.meId() : null;
+  const handover = call.handover;
+  if (handover && meId !== null && handover.to_staff_id === meId && mode === "full") {
+    // 転送メモ for me: on top, before anything else on the card.
+    article.append(
+      el("div", { className: "handover-note", attrs: { "data-testid": "handover-note", role: "note" } }, [
+        el("span", { className: "handover-note-label", text: t("handover.noteLabel") }),
+        el("span", { className: "handover-note-text", text: handover.note }),
+        el("span", {
+          className: "handover-note-from",
+          text: t("handover.noteFrom", { from: handover.from_name || t("claim.someone") }),
+        }),
+      ]),
+    );
+  }
   article.append(topLine(entry, disclosure));
+  if (handover) {
+    article.append(
+      el("div", {
+        className: `handover-line handover-${handover.state}`,
+        attrs: { "data-testid": "handover-line", "data-handover-state": handover.state },
+        text: t(`handover.line.${handover.state}`, {
+          from: familyName(handover.from_name) || t("claim.someone"),
+          to: familyName(handover.to_name) || t("claim.ext", { ext: handover.to_extension }),
+        }),
+      }),
+    );
+  }
   const claim = claimRow(entry, handlers);
   if (claim) article.append(claim);
   article.append(details);
