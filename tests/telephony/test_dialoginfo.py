@@ -14,14 +14,13 @@ samples of the same variations (``test_dialoginfo_samples.py``) run everywhere.
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from callpop.explain import explain_notify
 from telephony.dialoginfo import dialog_info_of_message, parse_dialog_info
+from tests.corpora import shared_corpus
 from tests.telephony.test_dialoginfo_samples import (
     check_against,
     check_mutations,
@@ -31,28 +30,7 @@ from tests.telephony.test_dialoginfo_samples import (
 )
 
 CORPUS_VARIABLE = "CALLPOP_DIALOGINFO_DIR"
-SHARED_CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpora" / "dialog-info"
-
-
-def corpus_dir() -> Path | None:
-    """Where the corpus is: ``$CALLPOP_DIALOGINFO_DIR``, else the shared copy."""
-    configured = os.environ.get(CORPUS_VARIABLE)
-    if configured:
-        if not Path(configured).is_dir():
-            # Asked for and missing is a mistake, not an absence: one collection error.
-            pytest.fail(f"{CORPUS_VARIABLE}={configured} is not a directory", pytrace=False)
-        return Path(configured)
-    return SHARED_CORPUS if SHARED_CORPUS.is_dir() else None
-
-
-_FOUND = corpus_dir()
-if _FOUND is None:
-    pytest.skip(
-        f"dialog-info corpus not found: set {CORPUS_VARIABLE}=<dir with expected.json> "
-        "(tests read it from ../shared/corpora/dialog-info)",
-        allow_module_level=True,
-    )
-CORPUS: Path = _FOUND
+CORPUS = shared_corpus("dialog-info", CORPUS_VARIABLE, "dir with expected.json")
 EXPECTED: dict[str, Any] = json.loads((CORPUS / "expected.json").read_text("utf-8"))["files"]
 
 

@@ -14,40 +14,18 @@ torture messages (``test_torture.py``) run everywhere.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from telephony.callerid import extract_caller_id
 from telephony.message import SipParseError, SipRequest, SipResponse, parse_message
 from telephony.uri import parse_name_addr, parse_via
+from tests.corpora import shared_corpus
 from tests.telephony.fuzzing import check_mutations, check_prefixes
 
 CORPUS_VARIABLE = "CALLPOP_RFC4475_DIR"
-SHARED_CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpora" / "rfc4475"
-
-
-def corpus_dir() -> Path | None:
-    """Where the RFC 4475 messages are: ``$CALLPOP_RFC4475_DIR``, else the shared copy."""
-    configured = os.environ.get(CORPUS_VARIABLE)
-    if configured:
-        if not Path(configured).is_dir():
-            # Asked for and missing is a mistake, not an absence: one collection error.
-            pytest.fail(f"{CORPUS_VARIABLE}={configured} is not a directory", pytrace=False)
-        return Path(configured)
-    return SHARED_CORPUS if SHARED_CORPUS.is_dir() else None
-
-
-_FOUND = corpus_dir()
-if _FOUND is None:
-    pytest.skip(
-        f"RFC 4475 corpus not found: set {CORPUS_VARIABLE}=<dir of the 49 .dat files> "
-        "(tests read it from ../shared/corpora/rfc4475)",
-        allow_module_level=True,
-    )
-CORPUS: Path = _FOUND
+CORPUS = shared_corpus("rfc4475", CORPUS_VARIABLE, "dir of the 49 .dat files")
 
 
 @dataclass(frozen=True)
