@@ -68,6 +68,26 @@ _ANSWERED = (
         state=case((_calls.state == "ended", "ended"), else_="answered"),
     )
 )
+_HANDOVER = (
+    update(_table)
+    .where(_BY_ID)
+    .values(
+        handover_from_staff_id=bindparam("from_staff"),
+        handover_to_staff_id=bindparam("to_staff"),
+        handover_to_extension=bindparam("to_extension"),
+        handover_state=bindparam("handover"),
+        handover_note=bindparam("note"),
+    )
+)
+_ROUTED = (
+    update(_table)
+    .where(_BY_ID)
+    .values(
+        routed_to=bindparam("to"),
+        routed_staff_id=bindparam("staff"),
+        routing_reason=bindparam("reason"),
+    )
+)
 _INTERRUPTED = (
     update(_table)
     .where(_calls.state != "ended")
@@ -158,6 +178,40 @@ def record_call_answered(
     )
 
 
+HandoverState = Literal["requested", "ringing", "answered"]
+
+
+def record_call_handover(
+    session: Session,
+    *,
+    id: str,
+    from_staff_id: int | None,
+    to_staff_id: int,
+    to_extension: str,
+    state: HandoverState,
+    note: str,
+) -> None:
+    """Record the hand-over (転送メモ) and how far it got; a later state replaces it."""
+    session.execute(
+        _HANDOVER,
+        {
+            "call_id": id,
+            "from_staff": from_staff_id,
+            "to_staff": to_staff_id,
+            "to_extension": to_extension,
+            "handover": state,
+            "note": note,
+        },
+    )
+
+
+def record_call_routed(
+    session: Session, *, id: str, to: str, staff_id: int | None, reason: str
+) -> None:
+    """Record where known-customer routing sent the call (the 302's target) and why."""
+    session.execute(_ROUTED, {"call_id": id, "to": to, "staff": staff_id, "reason": reason})
+
+
 def close_interrupted_calls(session: Session, now: datetime) -> int:
     """End every call still open (``ringing``/``answered``) as ``interrupted`` at ``now``.
 
@@ -178,6 +232,9 @@ MISSED_LIMIT = 1000
 MissedStatus = Literal["called_back", "no_action"]
 
 _answerer = aliased(Staff)
+_handed_from = aliased(Staff)
+_handed_to = aliased(Staff)
+_routed_staff = aliased(Staff)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -214,8 +271,14 @@ def call_page(
             Call,
             _answerer.name.label("answerer_name"),
             Customer.name.label("customer_name"),
+            _handed_from.name.label("handed_from_name"),
+            _handed_to.name.label("handed_to_name"),
+            _routed_staff.name.label("routed_name"),
         )
         .outerjoin(_answerer, _answerer.id == Call.answered_staff_id)
+        .outerjoin(_handed_from, _handed_from.id == Call.handover_from_staff_id)
+        .outerjoin(_handed_to, _handed_to.id == Call.handover_to_staff_id)
+        .outerjoin(_routed_staff, _routed_staff.id == Call.routed_staff_id)
         .outerjoin(Customer, (Customer.id == Call.customer_id) & Customer.deleted_at.is_(None))
         .where(*conditions)
         .order_by(Call.started_at.desc(), Call.id.desc())
@@ -249,9 +312,39 @@ def call_page(
                 if customer_name is not None
                 else None
             ),
+            "handover": (
+                {
+                    "from_staff_id": call.handover_from_staff_id,
+                    "from_name": handed_from_name,
+                    "to_staff_id": call.handover_to_staff_id,
+                    "to_name": handed_to_name,
+                    "to_extension": call.handover_to_extension,
+                    "state": call.handover_state,
+                    "note": call.handover_note,
+                }
+                if call.handover_to_staff_id is not None
+                else None
+            ),
+            "routing": (
+                {
+                    "to": call.routed_to,
+                    "staff_id": call.routed_staff_id,
+                    "name": routed_name,
+                    "reason": call.routing_reason,
+                }
+                if call.routed_to is not None
+                else None
+            ),
             "note_ids": notes.get(call.id, []),
         }
-        for call, answerer_name, customer_name in rows
+        for (
+            call,
+            answerer_name,
+            customer_name,
+            handed_from_name,
+            handed_to_name,
+            routed_name,
+        ) in rows
     ]
 
 

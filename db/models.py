@@ -311,6 +311,18 @@ class Call(Timestamped, Base):
     )
     missed_resolved_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     missed_note: Mapped[str | None] = mapped_column(Text, default=None)
+    # The hand-over (転送メモ): from the person who answered to the 担当者, the note, and how
+    # far it got (requested | ringing | answered). Plain ids: staff are never deleted.
+    handover_from_staff_id: Mapped[int | None] = mapped_column(default=None)
+    handover_to_staff_id: Mapped[int | None] = mapped_column(default=None)
+    handover_to_extension: Mapped[str | None] = mapped_column(String(32), default=None)
+    handover_state: Mapped[str | None] = mapped_column(String(16), default=None)
+    handover_note: Mapped[str | None] = mapped_column(Text, default=None)
+    # Known-customer routing: the 302's target (an extension, or a URI), the 担当者 when the
+    # call went straight to them, and why (popup_ui.messages.RoutingReason).
+    routed_to: Mapped[str | None] = mapped_column(String(255), default=None)
+    routed_staff_id: Mapped[int | None] = mapped_column(default=None)
+    routing_reason: Mapped[str | None] = mapped_column(String(32), default=None)
 
     customer: Mapped[Customer | None] = relationship(lazy="raise")
 

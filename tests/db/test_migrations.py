@@ -34,7 +34,7 @@ def check_migrated(url: str) -> None:
         migrate(engine)  # running again at the next start-up is a no-op
         with engine.connect() as connection:
             assert set(inspect(connection).get_table_names()) == EXPECTED_TABLES
-            assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0003"
+            assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0004"
             # The migration and the models describe the same schema (no autogenerate diff).
             diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
             assert diff == []
@@ -119,7 +119,10 @@ def test_migrate_fresh_postgres_schema() -> None:
 
 
 def _upgrade_0002_database_with_a_linked_note(url: str) -> None:
-    """A 0002 database holding a note linked to a call, migrated to 0003 and back and again."""
+    """A 0002 database holding a note linked to a call, migrated up and back and up again.
+
+    0003 copies ``calls`` on SQLite; 0004's downgrade drops columns: neither may unlink
+    the note from its call (``ON DELETE SET NULL``)."""
     from alembic import command
 
     from db.engine import alembic_config
@@ -163,7 +166,13 @@ def _upgrade_0002_database_with_a_linked_note(url: str) -> None:
                 ),
                 {"t": dt.datetime(2026, 1, 1, tzinfo=dt.UTC)},
             )
-        for step in (("upgrade", "0003"), ("downgrade", "0002"), ("upgrade", "head")):
+        for step in (
+            ("upgrade", "0003"),
+            ("downgrade", "0002"),
+            ("upgrade", "0004"),
+            ("downgrade", "0003"),
+            ("upgrade", "head"),
+        ):
             run(*step)
             with engine.connect() as connection:
                 # Copying calls on SQLite must not unlink the note (ON DELETE SET NULL).
@@ -175,12 +184,12 @@ def _upgrade_0002_database_with_a_linked_note(url: str) -> None:
         engine.dispose()
 
 
-def test_0003_keeps_notes_linked_to_their_calls_on_sqlite(tmp_path: Path) -> None:
+def test_migrations_keep_notes_linked_to_their_calls_on_sqlite(tmp_path: Path) -> None:
     _upgrade_0002_database_with_a_linked_note(f"sqlite:///{tmp_path / 'old.db'}")
 
 
 @pytest.mark.postgres
-def test_0003_keeps_notes_linked_to_their_calls_on_postgres() -> None:
+def test_migrations_keep_notes_linked_to_their_calls_on_postgres() -> None:
     schema = PostgresSchema()
     try:
         _upgrade_0002_database_with_a_linked_note(schema.create())
