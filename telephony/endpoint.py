@@ -32,6 +32,9 @@ In register mode the endpoint also watches extensions (RFC 4235 dialog events): 
 time the registration is re-established after a failure, since a PBX that lost our
 binding has lost our subscriptions too.
 
+The one call decision taken outside a datagram: the composition answers a routed line's
+call with :meth:`SipEndpoint.redirect` (a 302; ``calls.py``, "Routed lines").
+
 It owns no socket and no clock: time is the ``now`` argument, timers are reported by
 :meth:`SipEndpoint.get_timer` and run by :meth:`SipEndpoint.handle_timer`. It knows
 nothing of customers, browsers or asyncio.
@@ -45,15 +48,18 @@ import logging
 import os
 import traceback
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 from telephony.calls import InviteServer
 from telephony.events import (
+    CallerId,
     Event,
     RegistrationChanged,
     RegistrationState,
     RequestRejected,
+    SubscriptionChanged,
     SubscriptionState,
 )
 from telephony.message import SipParseError, SipRequest, SipResponse, build_response, parse_message
@@ -98,11 +104,20 @@ class EndpointConfig:
     # Extensions whose calls are watched (RFC 4235 SUBSCRIBE, register mode only).
     watch_extensions: tuple[str, ...] = ()
     subscription_expires: int = 600  # Expires asked for in SUBSCRIBE
+    # Known-customer routing: the fallback target (SIP URI) of an INVITE's dialled line
+    # when that line is routed, else None (calls.py, "Routed lines"); and how long the
+    # composition has to call redirect() before the fallback is taken.
+    route_for: Callable[[CallerId], str | None] | None = None
+    route_deadline: float = 0.5
+    # Extensions watched at once at most, at start and through watch() later.
+    max_watched: int = MAX_WATCHED
 
     def __post_init__(self) -> None:
-        if len(set(self.watch_extensions)) > MAX_WATCHED:
+        if not 1 <= self.max_watched <= MAX_WATCHED:
+            raise ValueError(f"max_watched must be 1-{MAX_WATCHED}")
+        if len(set(self.watch_extensions)) > self.max_watched:
             raise ValueError(
-                f"{len(set(self.watch_extensions))} extensions to watch; at most {MAX_WATCHED}"
+                f"{len(set(self.watch_extensions))} extensions to watch; at most {self.max_watched}"
             )
         for extension in self.watch_extensions:
             check_extension(extension)
@@ -149,6 +164,8 @@ class SipEndpoint:
             server=config.user_agent,
             ring_timeout=config.ring_timeout,
             max_ringing=config.max_ringing,
+            route_for=config.route_for,
+            route_deadline=config.route_deadline,
         )
         self._allowed = {_normalise_ip(h) for h in config.allowed_hosts}
         self._registration: RegistrationClient | None = None
@@ -181,21 +198,18 @@ class SipEndpoint:
         self._watching: dict[str, SubscriptionClient] = {}
         if self._registration is not None:
             for extension in dict.fromkeys(config.watch_extensions):
-                self._watching[extension] = SubscriptionClient(
-                    SubscriptionParams(
-                        extension=extension,
-                        registrar=self._registrar,
-                        domain=self._registration.params.domain,
-                        user=config.user,
-                        auth_user=config.auth_user,
-                        password=config.password,
-                        expires=config.subscription_expires,
-                        local=(config.local_host, config.local_port),
-                        user_agent=config.user_agent,
-                        retry_base=config.retry_base,
-                        retry_max=config.retry_max,
-                    )
-                )
+                self._watching[extension] = self._subscription_for(extension)
+        # Clients of unwatched extensions until their Expires: 0 is answered (or times
+        # out), so that the answer and the notifier's final NOTIFY still find them;
+        # at most max_watched, the oldest forgotten first.
+        self._leaving: deque[SubscriptionClient] = deque()
+        # Call-IDs of subscriptions ended that way: the notifier's final NOTIFY may come
+        # after the 200 to Expires: 0 and still earns a 200 (the most recent remembered).
+        self._unsubscribed: deque[str] = deque(maxlen=config.max_watched)
+        # Counters of clients gone for good, so the totals in stats never go down.
+        self._retired: dict[str, int] = dict.fromkeys(
+            ("subscribes_sent", "subscription_failures", "notifies_received", "strays"), 0
+        )
         # Clients fed since the last _collect: only their output is gathered, and the
         # earliest of all their timers is recomputed only then, so 500 watched
         # extensions cost nothing per unrelated datagram (the transport asks get_timer
@@ -232,6 +246,10 @@ class SipEndpoint:
                 "responses_sent",
                 "requests_sent",
                 "internal_errors",
+                "watches_added",
+                "watches_removed",
+                "watches_refused",
+                "unsubscribes_confirmed",  # Expires: 0 of an unwatch answered 2xx
             ),
             0,
         )
@@ -253,6 +271,71 @@ class SipEndpoint:
             self._registration.stop(now)
         self._collect()
 
+    def watch(self, extension: str, now: float) -> bool:
+        """Watch one more extension from now on (register mode); True if it is watched.
+
+        Subscribes at once when the subscriptions are running, else with the others
+        after the next registration. False (counted as ``watches_refused``) in trunk
+        mode or when ``max_watched`` extensions are watched already; ValueError for an
+        extension that cannot be one (``check_extension``).
+        """
+        check_extension(extension)
+        if extension in self._watching:
+            return True
+        if self._registration is None or len(self._watching) >= self.config.max_watched:
+            self._stats["watches_refused"] += 1
+            return False
+        client = self._subscription_for(extension)
+        self._watching[extension] = client
+        self._stats["watches_added"] += 1
+        if self._registered:
+            # Registered: subscribe now (the first of all when none was watched at the
+            # registration). Not registered: with the others once it is (again).
+            client.start(now)
+            self._subscribed = True
+        self._touched[extension] = client
+        self._collect()
+        return True
+
+    def unwatch(self, extension: str, now: float) -> bool:
+        """Stop watching ``extension``: RFC 6665 §4.1.2.3 ``Expires: 0`` if subscribed.
+
+        Its later NOTIFYs are answered but no longer handed up; a
+        :class:`SubscriptionChanged` ``terminated`` ("no longer watched") says it is
+        over. False when it was not watched.
+        """
+        client = self._watching.pop(extension, None)
+        if client is None:
+            return False
+        self._stats["watches_removed"] += 1
+        self._touched.pop(extension, None)
+        client.stop(now)
+        client.events()  # what it says from now on is not news to anyone
+        if not client.stopped:
+            if len(self._leaving) >= self.config.max_watched:
+                self._retire(self._leaving.popleft())
+            self._leaving.append(client)
+        else:
+            self._retire(client)
+        for data in client.datagrams_to_send():
+            self._stats["requests_sent"] += 1
+            self._outbox.append((data, self._registrar))
+        self._events.append(
+            SubscriptionChanged(
+                extension=extension,
+                state=SubscriptionState.TERMINATED,
+                detail="no longer watched",
+                at=now,
+            )
+        )
+        self._recompute_subscription_timer()
+        return True
+
+    @property
+    def watched(self) -> tuple[str, ...]:
+        """The extensions watched now, in the order they were added."""
+        return tuple(self._watching)
+
     def receive_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
         self._stats["received"] += 1
         host = _normalise_ip(addr[0])
@@ -272,6 +355,15 @@ class SipEndpoint:
             # datagram and keep serving the next one.
             self._on_internal_error(exc, addr)
         self._collect()
+
+    def redirect(self, call_id: str, target: str, now: float) -> bool:
+        """Answer the routed call ``call_id`` with 302 to ``target`` (a SIP URI).
+
+        False when it no longer waits for a decision (see ``InviteServer.redirect``).
+        """
+        sent = self._invites.redirect(call_id, target, now)
+        self._collect()
+        return sent
 
     def datagrams_to_send(self) -> list[tuple[bytes, tuple[str, int]]]:
         out, self._outbox = self._outbox, []
@@ -298,6 +390,10 @@ class SipEndpoint:
                 if due is not None and now >= due:
                     client.handle_timer(now)
                     self._touched[client.extension] = client
+            for client in self._leaving:
+                due = client.get_timer()
+                if due is not None and now >= due:
+                    client.handle_timer(now)  # Timer E/F of the Expires: 0
         self._expire_answered(now)
         self._collect()
 
@@ -321,15 +417,20 @@ class SipEndpoint:
             stats["registrations"] = self._registration.attempts
             stats["bindings_confirmed"] = self._registration.bindings
             stats["stray_responses"] += self._registration.strays
-        clients = self._watching.values()
+        clients = [*self._watching.values(), *self._leaving]
+        retired = self._retired
         stats["subscriptions_watched"] = len(self._watching)
-        stats["subscriptions_active"] = sum(client.active for client in clients)
-        stats["subscribes_sent"] = sum(client.attempts for client in clients)
-        stats["subscription_failures"] = sum(client.failed for client in clients)
-        stats["notifies_received"] += sum(client.notifies for client in clients)
+        stats["subscriptions_active"] = sum(c.active for c in self._watching.values())
+        stats["subscribes_sent"] = retired["subscribes_sent"] + sum(c.attempts for c in clients)
+        stats["subscription_failures"] = retired["subscription_failures"] + sum(
+            c.failed for c in clients
+        )
+        stats["notifies_received"] += retired["notifies_received"] + sum(
+            c.notifies for c in clients
+        )
         stats["notifies_too_large"] = sum(client.too_large for client in clients)
         stats["notifies_unmatched"] += sum(client.unmatched for client in clients)
-        stats["stray_responses"] += sum(client.strays for client in clients)
+        stats["stray_responses"] += retired["strays"] + sum(c.strays for c in clients)
         return stats
 
     @property
@@ -386,6 +487,9 @@ class SipEndpoint:
                 if client.receive_response(response, now):
                     self._touched[client.extension] = client
                     return
+            for client in self._leaving:
+                if client.receive_response(response, now):
+                    return  # the answer to an unwatch's Expires: 0 (_collect sweeps it)
         # RFC 3261 §18.1.2: a response matching no client transaction is discarded.
         self._stats["stray_responses"] += 1
 
@@ -477,6 +581,14 @@ class SipEndpoint:
             if client.call_id == call_id:
                 self._touched[client.extension] = client
                 return client.receive_notify(request, now)
+        for client in self._leaving:
+            if client.call_id == call_id:
+                # RFC 6665 §4.1.2.3: the NOTIFY that follows Expires: 0 is answered 200.
+                return client.receive_notify(request, now)
+        if call_id in self._unsubscribed:
+            state = (request.headers.get("Subscription-State") or "").split(";", 1)[0]
+            if state.strip().lower() == "terminated":
+                return 200, "OK"  # the same final NOTIFY, after the 200 to Expires: 0
         # RFC 6665 §4.1.3: a NOTIFY that matches no subscription gets 481, which also
         # tells the notifier to drop a subscription we no longer hold (one made before
         # a restart of callpop, or one we replaced).
@@ -609,7 +721,7 @@ class SipEndpoint:
             for event in self._registration.events():
                 self._events.append(event)
                 self._follow_registration(event)
-        if not self._touched:
+        if not self._touched and not self._leaving:
             return
         for client in self._touched.values():
             for data in client.datagrams_to_send():
@@ -617,8 +729,49 @@ class SipEndpoint:
                 self._outbox.append((data, self._registrar))
             self._events.extend(client.events())
         self._touched.clear()
-        timers = [t for t in (c.get_timer() for c in self._watching.values()) if t is not None]
+        if self._leaving:
+            for client in self._leaving:
+                for data in client.datagrams_to_send():
+                    self._stats["requests_sent"] += 1
+                    self._outbox.append((data, self._registrar))
+                client.events()  # no longer watched: nothing to hand up
+            for client in [c for c in self._leaving if c.stopped]:
+                self._leaving.remove(client)
+                self._retire(client)
+        self._recompute_subscription_timer()
+
+    def _recompute_subscription_timer(self) -> None:
+        clients = [*self._watching.values(), *self._leaving]
+        timers = [t for t in (c.get_timer() for c in clients) if t is not None]
         self._subscription_timer = min(timers) if timers else None
+
+    def _subscription_for(self, extension: str) -> SubscriptionClient:
+        config, registration = self.config, self._registration
+        assert registration is not None  # watching is register mode only
+        return SubscriptionClient(
+            SubscriptionParams(
+                extension=extension,
+                registrar=self._registrar,
+                domain=registration.params.domain,
+                user=config.user,
+                auth_user=config.auth_user,
+                password=config.password,
+                expires=config.subscription_expires,
+                local=(config.local_host, config.local_port),
+                user_agent=config.user_agent,
+                retry_base=config.retry_base,
+                retry_max=config.retry_max,
+            )
+        )
+
+    def _retire(self, client: SubscriptionClient) -> None:
+        self._unsubscribed.append(client.call_id)
+        self._stats["unsubscribes_confirmed"] += client.unsubscribed
+        retired = self._retired
+        retired["subscribes_sent"] += client.attempts
+        retired["subscription_failures"] += client.failed
+        retired["notifies_received"] += client.notifies
+        retired["strays"] += client.strays
 
     def _follow_registration(self, event: RegistrationChanged) -> None:
         """Start the subscriptions on the first registration, restart them on the next.

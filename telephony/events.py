@@ -72,6 +72,23 @@ class CallRinging:
     caller: CallerId
     at: float  # the `now` given to the core when the INVITE arrived
     remote: tuple[str, int]  # address the INVITE came from
+    # A routed line (known-customer routing): only 100 Trying was sent; the call waits
+    # for SipEndpoint.redirect, or is redirected to the line's fallback at the deadline.
+    awaiting_route: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallRedirected:
+    """A routed call was answered ``302 Moved Temporarily`` with ``target`` in Contact.
+
+    callpop's own leg is over (it replaces that leg's ``CallEnded``); the call goes on at
+    the target. ``by_deadline``: no decision came in time, ``target`` is the fallback.
+    """
+
+    call_id: str
+    target: str  # the SIP URI in the 302's Contact
+    by_deadline: bool
+    at: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,6 +153,7 @@ Event = (
     CallRinging
     | CallAnswered
     | CallEnded
+    | CallRedirected
     | RegistrationChanged
     | RequestRejected
     | DialogNotified

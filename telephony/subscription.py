@@ -144,6 +144,7 @@ class SubscriptionClient:
         self.too_large = 0  # NOTIFYs refused with 413
         self.unmatched = 0  # NOTIFYs with our Call-ID refused with 481 (tags, Event)
         self.strays = 0  # responses or timers no phase expected
+        self.unsubscribed = False  # the notifier confirmed our Expires: 0 with a 2xx
         self._phase = _Phase.IDLE
         self._dialog = self._new_dialog()
         self._branch = ""
@@ -161,6 +162,11 @@ class SubscriptionClient:
     @property
     def active(self) -> bool:
         return self._phase in (_Phase.ACTIVE, _Phase.REFRESHING)
+
+    @property
+    def stopped(self) -> bool:
+        """Unsubscribed (or never subscribed) after :meth:`stop`: nothing more to do."""
+        return self._phase is _Phase.STOPPED
 
     @property
     def call_id(self) -> str:
@@ -402,7 +408,9 @@ class SubscriptionClient:
         reason = f" (reason={ending.reason})" if ending.reason else ""
         self._set_state(SubscriptionState.TERMINATED, now, f"terminated by the PBX{reason}")
 
-    def _on_unsubscribed(self, now: float, _: SipResponse | None) -> None:
+    def _on_unsubscribed(self, now: float, response: SipResponse | None) -> None:
+        # A 2xx confirms it; a failure or silence ends it on our side all the same.
+        self.unsubscribed = response is not None and 200 <= response.status < 300
         self._finish(now)
 
     def _on_ignored(self, now: float, _: SipResponse | None) -> None:

@@ -117,6 +117,26 @@ class SipTransport(asyncio.DatagramProtocol):
     def stats(self) -> dict[str, int]:
         return self.endpoint.stats
 
+    def watch(self, extension: str) -> bool:
+        """:meth:`SipEndpoint.watch` now, and send what it takes."""
+        watched = self.endpoint.watch(extension, self._loop.time())
+        self._flush()
+        return watched
+
+    def unwatch(self, extension: str) -> bool:
+        """:meth:`SipEndpoint.unwatch` now, and send what it takes."""
+        unwatched = self.endpoint.unwatch(extension, self._loop.time())
+        self._flush()
+        return unwatched
+
+    def redirect(self, call_id: str, target: str) -> bool:
+        """Answer a routed call 302 to ``target`` now (``SipEndpoint.redirect``)."""
+        if self._closed:
+            return False
+        sent = self.endpoint.redirect(call_id, target, self._loop.time())
+        self._flush()
+        return sent
+
     async def close(self) -> None:
         """Unregister (best effort, bounded wait), then close the socket."""
         if self._closed:
