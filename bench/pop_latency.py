@@ -10,6 +10,16 @@ Starts the real service (``callpop serve --config FILE``) on a seeded database, 
 
 Writes ``bench/results/pop_latency-<customers>-<clients>-<rate>.json`` and ``.md``.
 Everything it starts it stops by PID; every wait has a deadline.
+
+With ``--dialogs`` the service runs in register mode at a small PBX played by the bench
+(:class:`DialogPbx`: it accepts the REGISTER and the SUBSCRIBEs to ``--staff`` staff
+extensions and sends dialog-event NOTIFYs), and the run has two phases on the same
+service: **reference** (the rings alone, as above) and **dialogs** (the same rings while
+each call is answered on a staff phone: ``early`` on that extension, ``confirmed`` with
+the caller's number as callpop's leg is CANCELled with ``Reason: SIP;cause=200``, and
+``terminated`` after a talk; so ``staff.presence``, ``call.answered``, ``call.ended`` and
+``call.updated`` flow alongside the pops). Writes ``...-dialogs.json`` and ``.md`` with
+both phases and dialogs / reference.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -41,7 +52,17 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Origin
 
 from telephony.dialer import DialError, UacCall
+from telephony.message import (
+    SipParseError,
+    SipRequest,
+    build_request,
+    build_response,
+    new_branch,
+    new_tag,
+    parse_message,
+)
 from telephony.transport import drive
+from telephony.uri import parse_name_addr, parse_uri
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -50,6 +71,9 @@ RESULTS_DIR = BENCH_DIR / "results"
 
 STAFF_LOGIN = "bench"
 STAFF_PASSWORD = "bench-password-1"
+# Clients per bench login: the server keeps at most 50 live sessions per staff member
+# (db.sessions.MAX_LIVE_PER_STAFF) and ends the oldest beyond that.
+CLIENTS_PER_LOGIN = 40
 COOKIE_NAME = "callpop_session"
 _CALL_ID = re.compile(rb"^(?:call-id|i)[ \t]*:[ \t]*([^\r\n]+)", re.I | re.M)
 
@@ -105,6 +129,7 @@ class Seeded:
     url: str
     known_numbers: list[str]  # numbers as a PBX would present them (national, digits only)
     customers: int
+    logins: list[str] = field(default_factory=lambda: [STAFF_LOGIN])  # for the clients
 
 
 def _seed_into(url: str, customers: int) -> None:
@@ -150,7 +175,7 @@ def _sample_numbers(url: str, count: int) -> list[str]:
     return [number for number in national if normalise(number).kind == "e164"]
 
 
-def prepare_database(customers: int, db: str, workdir: Path) -> Seeded:
+def prepare_database(customers: int, db: str, workdir: Path, *, clients: int = 1) -> Seeded:
     """A database with ``customers`` customers and the bench staff login.
 
     SQLite: seeded once per size into ``bench/.cache/`` and copied for each run, so a run
@@ -199,7 +224,8 @@ def prepare_database(customers: int, db: str, workdir: Path) -> Seeded:
     numbers = _sample_numbers(url, 2000)
     if not numbers:
         raise SystemExit("the seeded database has no customer phone numbers")
-    return Seeded(url=url, known_numbers=numbers, customers=customers)
+    logins = add_bench_logins(url, clients) if clients > CLIENTS_PER_LOGIN else [STAFF_LOGIN]
+    return Seeded(url=url, known_numbers=numbers, customers=customers, logins=logins)
 
 
 # --- the service under test -----------------------------------------------------------------
@@ -252,17 +278,32 @@ class Service:
 
 
 def start_service(
-    url: str, workdir: Path, *, code: Path = REPO, ring_timeout: float = 60.0
+    url: str,
+    workdir: Path,
+    *,
+    code: Path = REPO,
+    ring_timeout: float = 60.0,
+    registrar_port: int | None = None,
 ) -> Service:
-    """``callpop serve`` from the checkout ``code`` (PYTHONPATH), trunk mode on loopback."""
+    """``callpop serve`` from the checkout ``code`` (PYTHONPATH), trunk mode on loopback;
+    register mode at ``127.0.0.1:registrar_port`` when given (:class:`DialogPbx`)."""
     http_port = free_port(socket.SOCK_STREAM)
     sip_port = free_port(socket.SOCK_DGRAM)
     config = workdir / "callpop.toml"
+    if registrar_port is None:
+        mode = ['mode = "trunk"']
+    else:
+        mode = [
+            'mode = "register"',
+            'registrar_host = "127.0.0.1"',
+            f"registrar_port = {registrar_port}",
+            'user = "callpop"',
+        ]
     config.write_text(
         "\n".join(
             [
                 "[sip]",
-                'mode = "trunk"',
+                *mode,
                 'bind_host = "127.0.0.1"',
                 f"bind_port = {sip_port}",
                 'allowed_hosts = ["127.0.0.1"]',
@@ -281,8 +322,11 @@ def start_service(
     )
     log_path = workdir / "server.log"
     with log_path.open("wb") as log:
+        # CALLPOP_BENCH_PROFILE=FILE: the service runs under cProfile (stats to FILE at exit).
+        profile = os.environ.get("CALLPOP_BENCH_PROFILE")
+        profiler = ["-m", "cProfile", "-o", profile] if profile else []
         process = subprocess.Popen(
-            [sys.executable, "-m", "callpop.cli", "serve", "--config", str(config)],
+            [sys.executable, *profiler, "-m", "callpop.cli", "serve", "--config", str(config)],
             cwd=workdir,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -301,6 +345,203 @@ def start_service(
     raise SystemExit(f"the service did not answer /healthz within 90 s:\n{service.log_tail()}")
 
 
+# --- the PBX's dialog events (--dialogs) -----------------------------------------------------
+
+
+def add_phone_staff(url: str, count: int) -> list[str]:
+    """``count`` staff members on extensions 201, 202, …: the phones calls are answered on."""
+    from db.engine import make_engine, make_session_factory
+    from db.staff import create_staff
+
+    extensions = [str(201 + i) for i in range(count)]
+    engine = make_engine(url)
+    try:
+        with make_session_factory(engine)() as session:
+            for extension in extensions:
+                create_staff(
+                    session,
+                    login=f"phone{extension}",
+                    name=f"内線 {extension}",
+                    password=STAFF_PASSWORD,
+                    extension=extension,
+                )
+            session.commit()
+    finally:
+        engine.dispose()
+    return extensions
+
+
+@dataclass
+class _Watcher:
+    """One SUBSCRIBE dialog the PBX holds for callpop (RFC 6665)."""
+
+    extension: str
+    call_id: str
+    their_tag: str  # callpop's From tag
+    our_tag: str  # our To tag
+    addr: tuple[str, int]  # where callpop's SUBSCRIBE came from (rport)
+    cseq: int = 0
+    version: int = 0
+
+
+class DialogPbx:
+    """A registrar and RFC 4235 notifier on one loopback UDP socket, in a thread.
+
+    Accepts callpop's REGISTER and SUBSCRIBEs (no authentication), sends each new
+    subscription a full, empty dialog-info document (idle), and :meth:`notify` sends one
+    extension's dialog as the phone would report it. Thread-safe: the bench's event loop
+    calls :meth:`notify` while the thread answers requests.
+    """
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port: int = self.sock.getsockname()[1]
+        self.watchers: dict[str, _Watcher] = {}  # extension -> its subscription
+        self.registered = False
+        self.notifies_sent = 0
+        self.notify_failures = 0  # NOTIFYs callpop answered other than 200
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="dialog-pbx", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            try:
+                message = parse_message(data)
+            except SipParseError:
+                continue
+            if not isinstance(message, SipRequest):
+                if message.cseq[1].upper() == "NOTIFY" and message.status != 200:
+                    self.notify_failures += 1
+                continue
+            if message.method == "REGISTER":
+                expires = message.headers.get("Expires") or "300"
+                headers = [("Expires", expires), ("Contact", message.headers.get("Contact") or "")]
+                self.sock.sendto(
+                    build_response(message, 200, to_tag=new_tag(), headers=headers), addr
+                )
+                self.registered = expires.strip() != "0"
+            elif message.method == "SUBSCRIBE":
+                self._subscribe(message, (str(addr[0]), int(addr[1])))
+            else:
+                self.sock.sendto(build_response(message, 200, to_tag=new_tag()), addr)
+
+    def _subscribe(self, request: SipRequest, addr: tuple[str, int]) -> None:
+        expires = (request.headers.get("Expires") or "600").strip()
+        to = parse_name_addr(request.headers.get("To") or "")
+        if to.tag is not None:  # a refresh or the Expires: 0 of a subscription we hold
+            response = build_response(request, 200, headers=[("Expires", expires)])
+            self.sock.sendto(response, addr)
+            return
+        uri = parse_uri(request.uri)
+        extension = str(getattr(uri, "user", "") or "")
+        watcher = _Watcher(
+            extension=extension,
+            call_id=request.call_id,
+            their_tag=parse_name_addr(request.headers.get("From") or "").tag or "",
+            our_tag=new_tag(),
+            addr=addr,
+        )
+        contact = f"<sip:pbx@127.0.0.1:{self.port}>"
+        response = build_response(
+            request, 200, to_tag=watcher.our_tag, headers=[("Expires", "600"), ("Contact", contact)]
+        )
+        self.sock.sendto(response, addr)
+        with self._lock:
+            self.watchers[extension] = watcher
+        self.notify(extension, None)  # RFC 6665 §4.1.2.2: the state at once (idle)
+
+    def notify(self, extension: str, dialog: tuple[str, str, str] | None) -> float | None:
+        """Send ``extension``'s dialog (id, state, caller's number), or none (idle);
+        the ``time.perf_counter()`` of the sendto, None if it is not subscribed."""
+        with self._lock:
+            watcher = self.watchers.get(extension)
+            if watcher is None:
+                return None
+            watcher.cseq += 1
+            watcher.version += 1
+            cseq, version = watcher.cseq, watcher.version
+        entity = f"sip:{extension}@127.0.0.1"
+        inner = ""
+        if dialog is not None:
+            dialog_id, state, number = dialog
+            inner = (
+                f'<dialog id="{dialog_id}" direction="recipient"><state>{state}</state>'
+                f"<local><identity>{entity}</identity></local>"
+                f"<remote><identity>sip:{number}@127.0.0.1</identity></remote></dialog>"
+            )
+        body = (
+            '<?xml version="1.0"?>\n<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" '
+            f'version="{version}" state="full" entity="{entity}">{inner}</dialog-info>'
+        ).encode()
+        request = build_request(
+            "NOTIFY",
+            f"sip:callpop@{watcher.addr[0]}:{watcher.addr[1]}",
+            [
+                ("Via", f"SIP/2.0/UDP 127.0.0.1:{self.port};branch={new_branch()}"),
+                ("Max-Forwards", "70"),
+                ("From", f"<{entity}>;tag={watcher.our_tag}"),
+                ("To", f"<sip:callpop@127.0.0.1>;tag={watcher.their_tag}"),
+                ("Call-ID", watcher.call_id),
+                ("CSeq", f"{cseq} NOTIFY"),
+                ("Contact", f"<sip:pbx@127.0.0.1:{self.port}>"),
+                ("Event", "dialog"),
+                ("Subscription-State", "active;expires=600"),
+                ("Content-Type", "application/dialog-info+xml"),
+            ],
+            body,
+        )
+        sent_at = time.perf_counter()
+        self.sock.sendto(request, watcher.addr)
+        self.notifies_sent += 1
+        return sent_at
+
+
+@dataclass
+class DialogScript:
+    """Each call of the dialogs phase answered on a free staff phone, then hung up."""
+
+    pbx: DialogPbx
+    free: list[str]  # extensions not on a call now
+    talk_seconds: float = 1.0
+    early_after: float = 0.2  # the phone starts ringing this long after the INVITE
+    confirmed_at: dict[str, float] = field(default_factory=dict)  # call id -> NOTIFY sendto
+    no_phone: int = 0  # calls that found every phone busy (not answered)
+
+    async def answer(self, call_id: str, number: str, ring_seconds: float) -> None:
+        if not self.free:
+            self.no_phone += 1
+            return
+        extension = self.free.pop(0)
+        dialog_id = os.urandom(6).hex()
+        try:
+            await asyncio.sleep(self.early_after)
+            self.pbx.notify(extension, (dialog_id, "early", number))
+            # confirmed as callpop's leg is CANCELled (the UAC rings ring_seconds)
+            await asyncio.sleep(max(0.0, ring_seconds - self.early_after))
+            sent = self.pbx.notify(extension, (dialog_id, "confirmed", number))
+            if sent is not None:
+                self.confirmed_at[call_id] = sent
+            await asyncio.sleep(self.talk_seconds)
+            self.pbx.notify(extension, (dialog_id, "terminated", number))
+        finally:
+            self.free.append(extension)
+
+
 # --- clients and calls -----------------------------------------------------------------------
 
 
@@ -309,15 +550,39 @@ class Pops:
     """What the clients saw: (client, sip_call_id) → arrival time, and card statuses."""
 
     arrivals: dict[tuple[int, str], float] = field(default_factory=dict)
+    answered: dict[tuple[int, str], float] = field(default_factory=dict)  # call.answered
+    types: Counter[str] = field(default_factory=Counter)  # every message, by type
     statuses: dict[str, str] = field(default_factory=dict)
     duplicates: int = 0
     closed: list[str] = field(default_factory=list)
 
 
-async def login(client: httpx.AsyncClient) -> str:
-    response = await client.post(
-        "/api/session", json={"login": STAFF_LOGIN, "password": STAFF_PASSWORD}
-    )
+def add_bench_logins(url: str, clients: int) -> list[str]:
+    """The logins the clients use, ``CLIENTS_PER_LOGIN`` each: ``bench`` (seeded), then
+    ``bench-2``, ``bench-3``, … added here when missing."""
+    from sqlalchemy import select
+
+    from db.engine import make_engine, make_session_factory
+    from db.models import Staff
+    from db.staff import create_staff
+
+    count = max(1, -(-clients // CLIENTS_PER_LOGIN))
+    logins = [STAFF_LOGIN, *(f"{STAFF_LOGIN}-{i}" for i in range(2, count + 1))]
+    engine = make_engine(url)
+    try:
+        with make_session_factory(engine)() as session:
+            have = set(session.scalars(select(Staff.login).where(Staff.login.in_(logins))))
+            for name in logins:
+                if name not in have:
+                    create_staff(session, login=name, name="ベンチ 太郎", password=STAFF_PASSWORD)
+            session.commit()
+    finally:
+        engine.dispose()
+    return logins
+
+
+async def login(client: httpx.AsyncClient, name: str = STAFF_LOGIN) -> str:
+    response = await client.post("/api/session", json={"login": name, "password": STAFF_PASSWORD})
     response.raise_for_status()
     cookie = response.cookies.get(COOKIE_NAME)
     if not cookie:
@@ -330,7 +595,11 @@ async def listen(index: int, ws: ClientConnection, pops: Pops) -> None:
         async for frame in ws:
             arrived = time.perf_counter()  # before parsing: the frame is here
             message = json.loads(frame)
-            if message.get("type") != "call.ringing":
+            kind = message.get("type")
+            pops.types[kind] += 1
+            if kind == "call.answered":
+                pops.answered.setdefault((index, message["call"]["sip_call_id"]), arrived)
+            if kind != "call.ringing":
                 continue
             call_id = message["call"]["sip_call_id"]
             key = (index, call_id)
@@ -379,6 +648,7 @@ async def one_call(
     target: tuple[str, int],
     local_port: int,
     ring_seconds: float,
+    script: DialogScript | None = None,
 ) -> None:
     assert router.transport is not None
     transport = router.transport
@@ -397,7 +667,14 @@ async def one_call(
         ring_seconds=ring_seconds,
         timeout=8.0,
         call_id=outcome.call_id,
+        # Answered on a staff phone: the PBX cancels callpop's leg as answered elsewhere.
+        answered_elsewhere=script is not None,
     )
+    answering = None
+    if script is not None:
+        answering = asyncio.ensure_future(
+            script.answer(outcome.call_id, outcome.number, ring_seconds)
+        )
     try:
         result = await drive(call, send, inbox, time.perf_counter)
         outcome.responses = result.responses
@@ -405,6 +682,8 @@ async def one_call(
         outcome.error = str(exc)
     finally:
         router.inboxes.pop(outcome.call_id, None)
+        if answering is not None:
+            await answering
 
 
 def unknown_number(rng: random.Random) -> str:
@@ -452,9 +731,15 @@ class Options:
     unknown_share: float
     ring_seconds: float
     warmup_calls: int
+    dialogs: bool = False
+    staff: int = 60
+    talk_seconds: float = 1.0
 
 
-async def measure(options: Options, service: Service, seeded: Seeded) -> dict[str, Any]:
+async def measure(
+    options: Options, service: Service, seeded: Seeded, *, script: DialogScript | None = None
+) -> dict[str, Any]:
+    """One phase (the rings), or with ``script`` two: reference, then dialogs."""
     rng = random.Random(1)
     pops = Pops()
     loop = asyncio.get_running_loop()
@@ -466,11 +751,11 @@ async def measure(options: Options, service: Service, seeded: Seeded) -> dict[st
     async with httpx.AsyncClient(base_url=service.base_url, timeout=30) as http:
         limit = asyncio.Semaphore(4)
 
-        async def login_one() -> str:
+        async def login_one(index: int) -> str:
             async with limit:
-                return await login(http)
+                return await login(http, seeded.logins[index // CLIENTS_PER_LOGIN])
 
-        cookies = await asyncio.gather(*(login_one() for _ in range(options.clients)))
+        cookies = await asyncio.gather(*(login_one(i) for i in range(options.clients)))
     for cookie in cookies:
         sockets.append(
             await connect(
@@ -501,49 +786,32 @@ async def measure(options: Options, service: Service, seeded: Seeded) -> dict[st
         )
         if errors := [o.error for o in warm if o.error]:
             raise SystemExit(f"warm-up calls failed: {errors[0]}\n{service.log_tail()}")
+        # Each known number calls once in the run while numbers last: a number that called
+        # minutes ago could otherwise be the call a phone's answer is matched to.
+        fresh = [n for n in seeded.known_numbers if n not in {o.number for o in warm}]
+        rng.shuffle(fresh)
 
-        # 3. The measured calls, paced at an absolute schedule so the rate does not drift.
-        outcomes: list[CallOutcome] = []
-        for i in range(options.calls):
-            known = rng.random() >= options.unknown_share
-            number = rng.choice(seeded.known_numbers) if known else unknown_number(rng)
-            call_id = f"bench-{i}-{os.urandom(8).hex()}@127.0.0.1"
-            outcomes.append(CallOutcome(call_id=call_id, number=number, known=known))
-        print(
-            f"placing {options.calls} calls at {options.rate:g}/s to {options.clients} clients ...",
-            flush=True,
-        )
-        cpu_before, wall_before = service.cpu_seconds(), time.perf_counter()
-        machine_before = machine_cpu_times()
-        bench_cpu_before = time.process_time()
-        tasks: list[asyncio.Task[None]] = []
-        start = time.perf_counter() + 0.05
-        for i, outcome in enumerate(outcomes):
-            delay = start + i / options.rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(
-                asyncio.create_task(
-                    one_call(
-                        router,
-                        outcome,
-                        target=target,
-                        local_port=local_port,
-                        ring_seconds=options.ring_seconds,
-                    )
-                )
+        async def phase(name: str, with_script: DialogScript | None) -> dict[str, Any]:
+            return await run_phase(
+                name,
+                options,
+                service,
+                seeded,
+                rng,
+                pops,
+                router,
+                fresh,
+                target=target,
+                local_port=local_port,
+                script=with_script,
             )
-        send_span = time.perf_counter() - start
-        await asyncio.wait_for(asyncio.gather(*tasks), timeout=options.ring_seconds + 30)
 
-        # 4. Pops still in flight: wait for the rest, bounded.
-        expected = {(c, o.call_id) for o in outcomes for c in range(options.clients)}
-        deadline = time.perf_counter() + 5.0
-        while time.perf_counter() < deadline and not expected <= pops.arrivals.keys():
-            await asyncio.sleep(0.05)
-        cpu_after, wall_after = service.cpu_seconds(), time.perf_counter()
-        machine_after = machine_cpu_times()
-        bench_cpu = time.process_time() - bench_cpu_before
+        if script is None:
+            return await phase("calls", None)
+        return {
+            "reference": await phase("reference", None),
+            "dialogs": await phase("dialogs", script),
+        }
     finally:
         transport.close()
         for ws in sockets:
@@ -552,6 +820,71 @@ async def measure(options: Options, service: Service, seeded: Seeded) -> dict[st
         for task in listeners:
             task.cancel()
         await asyncio.gather(*listeners, return_exceptions=True)
+
+
+async def run_phase(
+    name: str,
+    options: Options,
+    service: Service,
+    seeded: Seeded,
+    rng: random.Random,
+    pops: Pops,
+    router: CallRouter,
+    fresh: list[str],
+    *,
+    target: tuple[str, int],
+    local_port: int,
+    script: DialogScript | None,
+) -> dict[str, Any]:
+    """``options.calls`` measured calls at ``options.rate``; the results of this phase."""
+    # 3. The measured calls, paced at an absolute schedule so the rate does not drift.
+    outcomes: list[CallOutcome] = []
+    for i in range(options.calls):
+        known = rng.random() >= options.unknown_share
+        if known:
+            number = fresh.pop() if fresh else rng.choice(seeded.known_numbers)
+        else:
+            number = unknown_number(rng)
+        call_id = f"bench-{name}-{i}-{os.urandom(8).hex()}@127.0.0.1"
+        outcomes.append(CallOutcome(call_id=call_id, number=number, known=known))
+    print(
+        f"{name}: placing {options.calls} calls at {options.rate:g}/s to {options.clients} "
+        f"clients{' answered on staff phones (dialog events)' if script else ''} ...",
+        flush=True,
+    )
+    types_before = Counter(pops.types)
+    cpu_before, wall_before = service.cpu_seconds(), time.perf_counter()
+    machine_before = machine_cpu_times()
+    bench_cpu_before = time.process_time()
+    tasks: list[asyncio.Task[None]] = []
+    start = time.perf_counter() + 0.05
+    for i, outcome in enumerate(outcomes):
+        delay = start + i / options.rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(
+            asyncio.create_task(
+                one_call(
+                    router,
+                    outcome,
+                    target=target,
+                    local_port=local_port,
+                    ring_seconds=options.ring_seconds,
+                    script=script,
+                )
+            )
+        )
+    send_span = time.perf_counter() - start
+    await asyncio.wait_for(asyncio.gather(*tasks), timeout=options.ring_seconds + 30)
+
+    # 4. Pops still in flight: wait for the rest, bounded.
+    expected = {(c, o.call_id) for o in outcomes for c in range(options.clients)}
+    deadline = time.perf_counter() + 5.0
+    while time.perf_counter() < deadline and not expected <= pops.arrivals.keys():
+        await asyncio.sleep(0.05)
+    cpu_after, wall_after = service.cpu_seconds(), time.perf_counter()
+    machine_after = machine_cpu_times()
+    bench_cpu = time.process_time() - bench_cpu_before
 
     # 5. Latencies: arrival at each client − INVITE sendto, same clock.
     sent = {o.call_id: o.sent_at for o in outcomes if o.sent_at is not None}
@@ -565,9 +898,20 @@ async def measure(options: Options, service: Service, seeded: Seeded) -> dict[st
             by_kind["known" if call_id in known_ids else "unknown"].append(ms)
     received = len(expected & pops.arrivals.keys())
     wall = wall_after - wall_before
+    # Calls most clients got late (median over the clients > 50 ms): when in the phase
+    # (seconds after its first INVITE) — a stall of the whole service, or of the machine.
+    per_call: dict[str, list[float]] = {}
+    for (_client, call_id), arrived in pops.arrivals.items():
+        if call_id in sent:
+            per_call.setdefault(call_id, []).append((arrived - sent[call_id]) * 1000)
+    slow_calls = []
+    for o in outcomes:
+        values = sorted(per_call.get(o.call_id, []))
+        if o.sent_at is not None and values and values[len(values) // 2] > 50:
+            slow_calls.append([round(o.sent_at - start, 2), round(values[len(values) // 2], 1)])
     statuses = Counter(pops.statuses.get(o.call_id, "none") for o in outcomes)
     sip_failures = [o.error for o in outcomes if o.error]
-    return {
+    result: dict[str, Any] = {
         "pops_expected": len(expected),
         "pops_received": received,
         "pops_lost": len(expected) - received,
@@ -595,7 +939,32 @@ async def measure(options: Options, service: Service, seeded: Seeded) -> dict[st
             1,
         ),
         "measured_seconds": round(wall, 2),
+        "slow_calls": slow_calls[:50],  # [seconds into the phase, median latency ms]
+        # Every message each client got in this phase, by type (all clients together).
+        "messages_per_client": {
+            kind: round(count / options.clients, 1)
+            for kind, count in sorted((pops.types - types_before).items())
+            if kind is not None
+        },
     }
+    if script is not None:
+        # confirmed NOTIFY sendto → call.answered frame at each client, same clock.
+        answered = [
+            (arrived - script.confirmed_at[call_id]) * 1000
+            for (_client, call_id), arrived in pops.answered.items()
+            if call_id in script.confirmed_at and call_id in sent
+        ]
+        result["answered"] = {
+            "calls_answered_expected": sum(1 for o in outcomes if o.call_id in script.confirmed_at),
+            "answered_received": len(answered),
+            "answered_expected": len([o for o in outcomes if o.call_id in script.confirmed_at])
+            * options.clients,
+            **summarise(answered),
+        }
+        result["calls_without_a_free_phone"] = script.no_phone
+        result["notifies_sent"] = script.pbx.notifies_sent
+        result["notify_failures"] = script.pbx.notify_failures
+    return result
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -677,9 +1046,19 @@ def parse_args(argv: list[str] | None = None) -> Options:
     parser.add_argument("--unknown-share", type=float, default=0.2, help="share of unknown numbers")
     parser.add_argument("--ring-seconds", type=float, default=1.0, help="ring before CANCEL")
     parser.add_argument("--warmup-calls", type=int, default=5)
+    parser.add_argument(
+        "--dialogs",
+        action="store_true",
+        help="register mode at the bench's PBX; a reference phase, then every call answered"
+        " on a staff phone (dialog events: presence, answered, ended)",
+    )
+    parser.add_argument("--staff", type=int, default=60, help="staff phones (--dialogs)")
+    parser.add_argument("--talk-seconds", type=float, default=1.0, help="talk (--dialogs)")
     args = parser.parse_args(argv)
     if not (0 < args.calls <= 100_000 and 0 < args.clients <= 2000 and 0 < args.rate <= 1000):
         parser.error("--calls, --clients and --rate must be positive and bounded")
+    if not 1 <= args.staff <= 400:
+        parser.error("--staff must be 1-400 (callpop watches at most 500 extensions)")
     return Options(
         customers=args.customers,
         clients=args.clients,
@@ -689,15 +1068,20 @@ def parse_args(argv: list[str] | None = None) -> Options:
         unknown_share=args.unknown_share,
         ring_seconds=args.ring_seconds,
         warmup_calls=args.warmup_calls,
+        dialogs=args.dialogs,
+        staff=args.staff,
+        talk_seconds=args.talk_seconds,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
+    if options.dialogs:
+        return main_dialogs(options)
     machine = describe_machine()
     with tempfile.TemporaryDirectory(prefix="callpop-bench-") as tmp:
         workdir = Path(tmp)
-        seeded = prepare_database(options.customers, options.db, workdir)
+        seeded = prepare_database(options.customers, options.db, workdir, clients=options.clients)
         service = start_service(seeded.url, workdir)
         try:
             results = asyncio.run(
@@ -713,11 +1097,7 @@ def main(argv: list[str] | None = None) -> int:
             service.stop()
     report = {
         "benchmark": "pop_latency",
-        "options": {
-            **asdict(options),
-            "db_kind": "sqlite" if options.db == "sqlite" else options.db.split(":", 1)[0],
-            "db": None,
-        },
+        "options": _options_report(options),
         "machine": machine,
         "results": results,
     }
@@ -730,6 +1110,145 @@ def main(argv: list[str] | None = None) -> int:
     (RESULTS_DIR / f"{stem}.md").write_text(markdown(report))
     print(f"wrote {RESULTS_DIR / stem}.json and .md")
     return 0 if results["pops_lost"] == 0 and results["sip_failures"] == 0 else 1
+
+
+def _options_report(options: Options) -> dict[str, Any]:
+    return {
+        **asdict(options),
+        "db_kind": "sqlite" if options.db == "sqlite" else options.db.split(":", 1)[0],
+        "db": None,
+    }
+
+
+def main_dialogs(options: Options) -> int:
+    """--dialogs: register mode at :class:`DialogPbx`, reference then dialogs phase."""
+    machine = describe_machine()
+    pbx = DialogPbx()
+    try:
+        with tempfile.TemporaryDirectory(prefix="callpop-bench-") as tmp:
+            workdir = Path(tmp)
+            seeded = prepare_database(
+                options.customers, options.db, workdir, clients=options.clients
+            )
+            print(f"adding {options.staff} staff phones (extensions from 201) ...", flush=True)
+            extensions = add_phone_staff(seeded.url, options.staff)
+            service = start_service(seeded.url, workdir, registrar_port=pbx.port)
+            try:
+                deadline = time.monotonic() + 60
+                while not set(extensions) <= pbx.watchers.keys():
+                    if time.monotonic() > deadline:
+                        raise SystemExit(
+                            f"callpop subscribed to {len(pbx.watchers)} of {len(extensions)}"
+                            f" extensions within 60 s:\n{service.log_tail()}"
+                        )
+                    time.sleep(0.1)
+                script = DialogScript(
+                    pbx=pbx, free=list(extensions), talk_seconds=options.talk_seconds
+                )
+                results = asyncio.run(
+                    asyncio.wait_for(
+                        measure(options, service, seeded, script=script),
+                        timeout=240 + 2 * options.calls / options.rate + options.clients,
+                    )
+                )
+            except BaseException:
+                print(f"--- server log (tail)\n{service.log_tail()}", file=sys.stderr)
+                raise
+            finally:
+                service.stop()
+    finally:
+        pbx.close()
+    reference, loaded = results["reference"], results["dialogs"]
+    ratio = {
+        key: round(loaded[key] / reference[key], 2) if reference[key] else None
+        for key in ("p50_ms", "p95_ms", "p99_ms", "max_ms", "server_cpu_percent")
+    }
+    report = {
+        "benchmark": "pop_latency_dialogs",
+        "options": _options_report(options),
+        "machine": machine,
+        "results": results,
+        "dialogs_over_reference": ratio,
+    }
+    for phase_name, phase in results.items():
+        print(phase_name)
+        print_table({"options": report["options"], "results": phase})
+    print(f"dialogs / reference: {ratio}")
+    RESULTS_DIR.mkdir(exist_ok=True)
+    stem = f"pop_latency-{options.customers}-{options.clients}-{options.rate:g}-dialogs"
+    (RESULTS_DIR / f"{stem}.json").write_text(
+        json.dumps(report, ensure_ascii=False, indent=2) + "\n"
+    )
+    (RESULTS_DIR / f"{stem}.md").write_text(markdown_dialogs(report))
+    print(f"wrote {RESULTS_DIR / stem}.json and .md")
+    ok = all(r["pops_lost"] == 0 and r["sip_failures"] == 0 for r in results.values())
+    return (
+        0
+        if ok and loaded["answered"]["answered_received"] == loaded["answered"]["answered_expected"]
+        else 1
+    )
+
+
+def markdown_dialogs(report: dict[str, Any]) -> str:
+    o, m = report["options"], report["machine"]
+    ref, dia, ratio = (
+        report["results"]["reference"],
+        report["results"]["dialogs"],
+        report["dialogs_over_reference"],
+    )
+
+    def both(label: str, value: Any) -> str:
+        return f"| {label} | {value(ref)} | {value(dia)} |"
+
+    answered = dia["answered"]
+    rows = [
+        both(
+            "pops expected / received / lost",
+            lambda r: f"{r['pops_expected']} / {r['pops_received']} / {r['pops_lost']}",
+        ),
+        both(
+            "pop p50 / p95 / p99 / max (ms)",
+            lambda r: f"{r['p50_ms']} / {r['p95_ms']} / {r['p99_ms']} / {r['max_ms']}",
+        ),
+        both(
+            "messages per client, by type",
+            lambda r: ", ".join(f"{k} {v:g}" for k, v in r["messages_per_client"].items()),
+        ),
+        both("SIP calls ended with 487", lambda r: f"{r['sip_calls_ok']} of {o['calls']}"),
+        both("server CPU (100 % = one core)", lambda r: f"{r['server_cpu_percent']} %"),
+        both("bench process CPU", lambda r: f"{r['bench_cpu_percent']} %"),
+        both("whole machine CPU busy", lambda r: f"{r['machine_cpu_busy_percent']} %"),
+        both("server peak RSS", lambda r: f"{r['server_peak_rss_mib']} MiB"),
+    ]
+    return "\n".join(
+        [
+            f"# Ring → pop latency with dialog events: {o['customers']:,} customers, "
+            f"{o['clients']} clients, {o['rate']:g} calls/s, {o['staff']} staff phones",
+            "",
+            "| | reference (rings only) | dialogs (every call answered on a staff phone) |",
+            "|---|---|---|",
+            *rows,
+            "",
+            f"dialogs / reference: p50 {ratio['p50_ms']}×, p95 {ratio['p95_ms']}×, "
+            f"p99 {ratio['p99_ms']}×, max {ratio['max_ms']}×, server CPU "
+            f"{ratio['server_cpu_percent']}×.",
+            "",
+            f"Who answered (dialogs phase): confirmed NOTIFY → `call.answered` at each client: "
+            f"{answered['answered_received']} of {answered['answered_expected']} received, "
+            f"p50 {answered['p50_ms']} / p99 {answered['p99_ms']} / max {answered['max_ms']} ms; "
+            f"{dia['notifies_sent']} NOTIFYs sent in all, {dia['notify_failures']} answered other "
+            f"than 200; {dia['calls_without_a_free_phone']} calls found no free phone.",
+            "",
+            f"Machine: {m['cpu_model']}, {m['cores']} cores, {m['ram_gib']} GiB RAM; {m['os']}; "
+            f"Python {m['python']}; SQLite {m['sqlite']}; database {o['db_kind']}; "
+            f"load average at start {' '.join(m['loadavg_at_start'] or [])}; {m['date']}.",
+            "",
+            "Latency = `time.perf_counter()` at the WebSocket frame's arrival in the client − the "
+            "same clock at the INVITE's (or the confirmed NOTIFY's) `sendto`; the caller, the PBX, "
+            "the clients and the service share this machine (see bench/README.md).",
+            "",
+        ]
+    )
 
 
 if __name__ == "__main__":
