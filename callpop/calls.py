@@ -28,11 +28,15 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from callpop.calllog import Write
+from callpop.logs import Throttle
+from callpop.routing import CallRouter
 from db.calls import (
     AnsweredHow,
     record_call_answered,
     record_call_customer,
     record_call_ended,
+    record_call_handover,
+    record_call_routed,
     record_call_started,
 )
 from lookup.card import CallerCard, CardStatus
@@ -53,9 +57,11 @@ from popup_ui.messages import (
     Handover,
     StaffPresence,
     StaffPresenceMessage,
+    WhichCallMessage,
+    WhichCandidate,
 )
 from telephony.dialogstate import DialogChange
-from telephony.events import CallEnded, CallRinging
+from telephony.events import CallEnded, CallRedirected, CallRinging, EndReason
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +78,9 @@ RECENT_CALLS = 500  # calls kept for claiming, newest last; the oldest go first
 ANSWER_MATCH_WINDOW = timedelta(minutes=5)
 CANCEL_MATCH_WINDOW = timedelta(seconds=5)
 _RINGING_STATES = frozenset({"trying", "proceeding", "early"})  # RFC 4235 §3.7.1
+# どちらが応答しましたか questions open at once, at most: asking one more closes the oldest
+# (counted in which_dropped). Each is closed anyway once its calls are past CLAIM_WINDOW.
+OPEN_QUESTIONS = 50
 
 
 class Claimant(Protocol):
@@ -124,6 +133,21 @@ class _Call:
     customer_id: int | None = None
     ringing: asyncio.Task[None] | None = None  # lookup + publish + the row submitted
     ended: bool = False
+    customer_name: str | None = None  # the one customer the card names (call.which)
+    awaiting_route: bool = False  # a routed line's call: callpop answers it with a 302
+    redirected_to: str | None = None  # the SIP side's fallback 302 (decision too late)
+
+
+@dataclass(slots=True, kw_only=True)
+class _Question:
+    """どちらが応答しましたか: the phone's dialog ``key`` answered one of ``call_ids``."""
+
+    id: str
+    key: tuple[str, str]  # (extension, dialog id)
+    staff: StaffOnExtension
+    asked_at: datetime
+    call_ids: list[str]
+    hung_up_at: datetime | None = None  # the dialog terminated before the answer came
 
 
 def _number_of(identity: str | None) -> str | None:
@@ -143,6 +167,20 @@ def _only_customer(card: CallerCard) -> int | None:
     return card.customers[0].id if len(card.customers) == 1 else None
 
 
+def _ring_leg_just_cancelled(call: Call, now: datetime) -> bool:
+    """callpop's ring leg ended as answered elsewhere a moment ago (a ring-all group)."""
+    return (
+        call.state is CallState.ENDED
+        and call.outcome == "answered_elsewhere"
+        and call.ended_at is not None
+        and abs(now - call.ended_at) <= CANCEL_MATCH_WINDOW
+    )
+
+
+def _only_customer_name(card: CallerCard) -> str | None:
+    return card.customers[0].name if len(card.customers) == 1 else None
+
+
 class CallService:
     """The ring → lookup → publish → record path, for every call."""
 
@@ -154,8 +192,17 @@ class CallService:
         numbering: Numbering,
         call_log: CallRecorder,
         clock: Callable[[], datetime] = lambda: datetime.now(TOKYO),
+        router: CallRouter | None = None,
+        ring_timeout: float = 60.0,
     ) -> None:
         self._hub = hub
+        self._router = router
+        # A routed call no dialog event resolved is ended this long after its 302.
+        self._ring_timeout = ring_timeout
+        self._routed: OrderedDict[str, asyncio.TimerHandle] = OrderedDict()  # bounded
+        self.routed_overflow = 0  # routed calls ended early: RECENT_CALLS were pending
+        self.routing_errors = 0  # decisions that raised (a bug): the deadline took over
+        self._overflow_said = Throttle()
         self._lookup = lookup
         self._numbering = numbering
         self._call_log = call_log
@@ -166,12 +213,16 @@ class CallService:
         self._talking: dict[tuple[str, str], str] = {}
         self.dialogs_matched = 0
         self.dialogs_unmatched = 0  # confirmed dialogs no call (or more than one) fitted
+        self.which_asked = 0  # of those, the ones asked on the phone's browser (call.which)
+        self.which_dropped = 0  # questions closed unanswered: OPEN_QUESTIONS were open
+        self._questions: OrderedDict[str, _Question] = OrderedDict()  # id -> open, oldest first
+        self._questions_said = Throttle()  # the OPEN_QUESTIONS warning, once a minute
         self._tasks: set[asyncio.Task[None]] = set()
         self.calls = 0  # calls handled since start
 
     # --- events in ------------------------------------------------------------
 
-    def handle(self, event: CallRinging | CallEnded) -> None:
+    def handle(self, event: CallRinging | CallEnded | CallRedirected) -> None:
         """Synchronous, so it only schedules the work.
 
         The call's bookkeeping is done here, before anything awaits, so an end that
@@ -181,6 +232,9 @@ class CallService:
             entry = self._start(event)
             if entry is not None:
                 entry.ringing = self._spawn(self._ring(entry))
+            return
+        if isinstance(event, CallRedirected):
+            self._redirected(event)
             return
         ending = self._by_sip_id.pop(event.call_id, None)
         if ending is None:
@@ -228,6 +282,7 @@ class CallService:
             how="claimed",
         )
         await self._hub.publish(CallAnsweredMessage(call=entry.call))
+        await self._settle_questions(entry, staff.id)
         return entry.call
 
     # --- who answered, from the PBX's dialog events ----------------------------------
@@ -250,12 +305,16 @@ class CallService:
         elif state == "confirmed" and change.previous != "confirmed":
             now = self._clock()
             # A call handed over to this extension is followed to it (転送).
-            found: tuple[_Call, AnsweredHow] | None = (
+            found: tuple[_Call, AnsweredHow] | list[_Call] = (
                 (handed, "identity") if handed is not None else self._match(change, now)
             )
-            if found is None:
+            if isinstance(found, list):
                 self.dialogs_unmatched += 1
                 log.info("extension %s answered a call callpop cannot tell", change.extension)
+                # Several calls fit: the person on the phone is asked, never guessed for.
+                unclaimed = [e for e in found if e.call.answered_by is None]
+                if len(found) > 1 and unclaimed and staff.id is not None:
+                    self._ask(key, staff, unclaimed, now)
                 return
             entry, how = found
             self.dialogs_matched += 1
@@ -264,6 +323,9 @@ class CallService:
                 del self._talking[next(iter(self._talking))]
             self._spawn(self._answer(entry, staff, how, now))
         elif state == "terminated":
+            for question in self._questions.values():
+                if question.key == key and question.hung_up_at is None:
+                    question.hung_up_at = self._clock()
             call_id = self._talking.pop(key, None)
             talked = self._recent.get(call_id) if call_id else None
             # The first phone hangs up once it transferred: the talk goes on elsewhere.
@@ -297,8 +359,13 @@ class CallService:
             update={"handover": handover.model_copy(update={"state": state})}
         )
         await self._hub.publish(CallUpdatedMessage(call=entry.call))
+        self._record_handover(entry)
 
-    def _match(self, change: DialogChange, now: datetime) -> tuple[_Call, AnsweredHow] | None:
+    def _match(
+        self, change: DialogChange, now: datetime
+    ) -> tuple[_Call, AnsweredHow] | list[_Call]:
+        """The call ``change`` answered and how that is known, else the calls that fit
+        (none, or several that cannot be told apart)."""
         dialog = change.dialog
         # A call another phone's dialog already took is not a candidate, even while the
         # answer is still being published (on_dialog takes it before any await).
@@ -318,10 +385,20 @@ class CallService:
         if caller is not None:
             number = self._numbering.normalise(caller).e164
             same = [e for e in recent if number is not None and e.call.caller.number == number]
-            # The same number calling two lines: the older call is answered first.
-            if same:
-                return same[0], "identity"
-            return None
+            # A call the caller gave up on cannot be answered now: the calls still going
+            # (ringing, or their ring leg cancelled because a phone picked up) come first;
+            # the same number calling two lines, the older one is answered first.
+            going = [e for e in same if e.call.outcome in (None, "answered_elsewhere")]
+            if going:
+                return going[0], "identity"
+            # A PBX that cancels without Reason: cause=200 ends the leg as abandoned; the
+            # one that ended a moment ago is the one answered.
+            just_ended = [
+                e
+                for e in same
+                if e.call.ended_at is not None and abs(now - e.call.ended_at) <= CANCEL_MATCH_WINDOW
+            ]
+            return (just_ended[-1], "identity") if just_ended else []
         cancelled = [
             e
             for e in recent
@@ -331,7 +408,91 @@ class CallService:
         ]
         if len(cancelled) == 1:
             return cancelled[0], "time-window"
-        return None
+        return cancelled
+
+    # --- どちらが応答しましたか ------------------------------------------------------------
+
+    def _ask(
+        self, key: tuple[str, str], staff: StaffOnExtension, calls: list[_Call], now: datetime
+    ) -> None:
+        """Ask the phone's browser which of ``calls`` it answered (``call.which``)."""
+        assert staff.id is not None
+        stale = [q for q in self._questions.values() if now - q.asked_at > CLAIM_WINDOW]
+        while len(self._questions) - len(stale) >= OPEN_QUESTIONS:
+            oldest = next(q for q in self._questions.values() if q not in stale)
+            stale.append(oldest)
+            self.which_dropped += 1
+            if (repeats := self._questions_said.allow("full")) is not None:
+                log.warning(
+                    "which-call questions: %d open, the oldest closed unanswered "
+                    "(%d since start, %d more since last said)",
+                    OPEN_QUESTIONS,
+                    self.which_dropped,
+                    repeats,
+                )
+        for question in stale:
+            del self._questions[question.id]
+            self._spawn(self._publish_question(question, closed=True))
+        question = _Question(
+            id=uuid.uuid4().hex,
+            key=key,
+            staff=staff,
+            asked_at=now,
+            call_ids=[entry.call.id for entry in calls],
+        )
+        self._questions[question.id] = question
+        self.which_asked += 1
+        log.info("asking extension %s which of %d calls it answered", staff.extension, len(calls))
+        self._spawn(self._publish_question(question))
+
+    async def _publish_question(self, question: _Question, *, closed: bool = False) -> None:
+        entries = [self._recent[i] for i in question.call_ids if i in self._recent]
+        pending = {e.ringing for e in entries if e.ringing is not None}
+        if pending:
+            await asyncio.wait(pending)  # their pops (and customer names) come first
+        assert question.staff.id is not None
+        await self._hub.publish(
+            WhichCallMessage(
+                question_id=question.id,
+                staff_id=question.staff.id,
+                name=question.staff.name,
+                extension=question.staff.extension,
+                asked_at=question.asked_at,
+                state="closed" if closed else "open",
+                calls=[]
+                if closed
+                else [
+                    WhichCandidate(
+                        call_id=e.call.id,
+                        started_at=e.call.started_at,
+                        caller=e.call.caller,
+                        customer_name=e.customer_name,
+                    )
+                    for e in entries
+                ],
+            )
+        )
+
+    async def _settle_questions(self, entry: _Call, staff_id: int | None) -> None:
+        """``entry`` was answered by ``staff_id``: its questions close or offer less."""
+        for question in list(self._questions.values()):
+            if entry.call.id not in question.call_ids:
+                continue
+            if question.staff.id == staff_id:
+                del self._questions[question.id]
+                # The phone's dialog is this call: its hang-up ends the talk.
+                if question.hung_up_at is not None:
+                    self._spawn(self._talk_ended(entry, question.hung_up_at))
+                elif question.key not in self._talking:
+                    self._talking[question.key] = entry.call.id
+                    if len(self._talking) > RECENT_CALLS:  # a terminated that never came
+                        del self._talking[next(iter(self._talking))]
+                await self._publish_question(question, closed=True)
+                continue
+            question.call_ids.remove(entry.call.id)
+            if not question.call_ids:
+                del self._questions[question.id]
+            await self._publish_question(question, closed=not question.call_ids)
 
     async def _answer(
         self, entry: _Call, staff: StaffOnExtension, how: AnsweredHow, now: datetime
@@ -349,6 +510,10 @@ class CallService:
             changes["handover"] = handover.model_copy(update={"state": "answered"})
         if entry.call.state is CallState.RINGING:
             changes["state"] = CallState.ANSWERED
+        elif how != "claimed" and _ring_leg_just_cancelled(entry.call, now):
+            # Ring-all: callpop's leg was cancelled because this phone picked up (its
+            # CANCEL usually comes before the NOTIFY). The talk is on: answered again.
+            changes.update(state=CallState.ANSWERED, outcome=None, ended_at=None)
         entry.call = entry.call.model_copy(update=changes)
         log.info("call %s answered on extension %s (%s)", entry.call.id, staff.extension, how)
         self._call_log.submit(
@@ -359,7 +524,10 @@ class CallService:
             at=now,
             how=how,
         )
+        if "handover" in changes:
+            self._record_handover(entry)
         await self._hub.publish(CallAnsweredMessage(call=entry.call))
+        await self._settle_questions(entry, staff.id)
 
     async def _talk_ended(self, entry: _Call, now: datetime) -> None:
         call = entry.call
@@ -407,7 +575,22 @@ class CallService:
         )
         log.info("call %s handed over by staff %d to staff %d", call_id, by.id, to.id)
         await self._hub.publish(CallUpdatedMessage(call=entry.call))
+        self._record_handover(entry)
         return entry.call
+
+    def _record_handover(self, entry: _Call) -> None:
+        handover = entry.call.handover
+        if handover is None:
+            return
+        self._call_log.submit(
+            record_call_handover,
+            id=entry.call.id,
+            from_staff_id=handover.from_staff_id,
+            to_staff_id=handover.to_staff_id,
+            to_extension=handover.to_extension,
+            state=handover.state,
+            note=handover.note,
+        )
 
     def staff_presence(self, staff: list[StaffPresence]) -> None:
         """Extensions' presence changed: to the board (``staff.presence``), in order."""
@@ -416,7 +599,80 @@ class CallService:
     async def _publish_presence(self, staff: list[StaffPresence]) -> None:
         await self._hub.publish(StaffPresenceMessage(staff=staff))
 
-    async def place(self, event: CallRinging | CallEnded) -> None:
+    # --- routed calls (known-customer routing) ---------------------------------------
+
+    def _redirected(self, event: CallRedirected) -> None:
+        """callpop's leg ended with a 302: the call rings on at the target.
+
+        It stays ``ringing`` (not missed, not abandoned); the watched extensions' dialog
+        events say who answered (:meth:`on_dialog`). Without one within the ring
+        timeout it ends with the outcome ``routed``.
+        """
+        entry = self._by_sip_id.pop(event.call_id, None)
+        if entry is None:
+            return
+        if event.by_deadline:
+            entry.redirected_to = event.target
+        if len(self._routed) >= RECENT_CALLS:
+            call_id, handle = self._routed.popitem(last=False)
+            handle.cancel()
+            self.routed_overflow += 1
+            held_back = self._overflow_said.allow("routed")
+            if held_back is not None:
+                log.warning(
+                    "%d routed calls pending; the oldest ended early (%d more since the last line)",
+                    RECENT_CALLS,
+                    held_back,
+                )
+            self._routed_unresolved(call_id)
+        loop = asyncio.get_running_loop()
+        self._routed[entry.call.id] = loop.call_later(
+            self._ring_timeout, self._routed_unresolved, entry.call.id
+        )
+
+    def _routed_unresolved(self, call_id: str) -> None:
+        self._routed.pop(call_id, None)
+        entry = self._recent.get(call_id)
+        if entry is not None and entry.call.state is CallState.RINGING:
+            self._spawn(self._end_routed(entry))
+
+    async def _end_routed(self, entry: _Call) -> None:
+        if entry.ringing is not None:
+            await asyncio.wait({entry.ringing})
+        if entry.call.state is not CallState.RINGING:
+            return
+        entry.ended = True
+        now = self._clock()
+        entry.call = entry.call.model_copy(
+            update={"state": CallState.ENDED, "outcome": "routed", "ended_at": now}
+        )
+        await self._hub.publish(CallEndedMessage(call=entry.call))
+        self._call_log.submit(record_call_ended, id=entry.call.id, ended_at=now, outcome="routed")
+
+    def _route(self, entry: _Call, card: CallerCard) -> None:
+        """Decide where a routed line's call goes and send the 302 (synchronous)."""
+        if self._router is None or not entry.awaiting_route:
+            return
+        call = entry.call
+        try:
+            routing = self._router.route(
+                call_id=call.id,
+                sip_call_id=call.sip_call_id,
+                dialed=call.dialed_line.number if call.dialed_line else None,
+                card=card,
+                by_deadline=entry.redirected_to,
+                now=self._clock(),
+            )
+        except Exception:
+            # A bug must not cost the pop; the SIP side's deadline sends the call to
+            # the ring group.
+            self.routing_errors += 1
+            log.exception("routing call %s failed; the ring group gets it", call.id)
+            return
+        if routing is not None:
+            entry.call = call.model_copy(update={"routing": routing})
+
+    async def place(self, event: CallRinging | CallEnded | CallRedirected) -> None:
         """Handle ``event`` and wait until its message is published (tests, benchmarks)."""
         before = set(self._tasks)
         self.handle(event)
@@ -455,7 +711,7 @@ class CallService:
                 else None
             ),
         )
-        entry = _Call(call=call, number=number)
+        entry = _Call(call=call, number=number, awaiting_route=event.awaiting_route)
         self._by_sip_id[event.call_id] = entry
         self._recent[call.id] = entry
         if len(self._recent) > RECENT_CALLS:
@@ -474,6 +730,11 @@ class CallService:
                 "call %s popped without its customer record (%s)", call.id, card.degraded_reason
             )
         entry.customer_id = _only_customer(card)
+        entry.customer_name = _only_customer_name(card)
+        # A routed line's 302 goes out first (no await: microseconds), so the pop carries
+        # the decision and waits no longer than any other pop.
+        self._route(entry, card)
+        call = entry.call
         # A call that ended during the lookup still pops; its end follows.
         await self._hub.publish(CallRingingMessage(call=call, card=card))
         self._record_started(entry)
@@ -494,6 +755,7 @@ class CallService:
             return
         log.info("call %s: the late customer record arrived", entry.call.id)
         entry.customer_id = _only_customer(card)
+        entry.customer_name = _only_customer_name(card)
         await self._hub.publish(CallUpdatedMessage(call=entry.call, card=card))
         if entry.customer_id is None:
             return
@@ -503,6 +765,17 @@ class CallService:
     async def _end(self, entry: _Call, event: CallEnded) -> None:
         if entry.ringing is not None:
             await asyncio.wait({entry.ringing})  # the ringing pop goes out first
+        answerer = entry.call.answered_by
+        if (
+            event.reason is EndReason.ANSWERED_ELSEWHERE
+            and entry.call.state is not CallState.RINGING
+            and answerer is not None
+            and answerer.how != "claimed"
+        ):
+            # A watched phone has the call (its NOTIFY came first): only callpop's ring
+            # leg ended. The phone's dialog ends the talk (on_dialog, terminated), or
+            # already did.
+            return
         call = entry.call.model_copy(
             update={
                 "state": CallState.ENDED,
@@ -532,6 +805,14 @@ class CallService:
             started_at=call.started_at,
             customer_id=entry.customer_id,
         )
+        if call.routing is not None:
+            self._call_log.submit(
+                record_call_routed,
+                id=call.id,
+                to=call.routing.extension or call.routing.target,
+                staff_id=call.routing.staff_id,
+                reason=call.routing.reason,
+            )
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -548,6 +829,9 @@ class CallService:
         """Let in-flight pops and late cards finish (bounded), then stop.
 
         What they submitted is the call log's to finish (``CallLog.close``)."""
+        for handle in self._routed.values():
+            handle.cancel()  # the interrupted-call sweep at the next start closes them
+        self._routed.clear()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while self._tasks:  # work in flight may spawn more (a late card, a call row)

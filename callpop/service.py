@@ -29,9 +29,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from callpop.calllog import CallLog, DatabaseFile, journal_path_for
 from callpop.calls import CallService, StaffOnExtension
-from callpop.dialogs import DialogRouter
+from callpop.dialogs import DialogRouter, StaffWatch, wanted_extensions
 from callpop.http_server import ConnectionGuard
 from callpop.logs import Throttle
+from callpop.routing import CallRouter, target_uri
 from callpop.settings import ConfigError, Settings
 from db.calls import (
     close_interrupted_calls,
@@ -59,10 +60,11 @@ from popup_ui.schemas import (
     HubHealth,
     SipHealth,
 )
-from telephony.endpoint import MAX_WATCHED, EndpointConfig
+from telephony.endpoint import EndpointConfig
 from telephony.events import (
     CallAnswered,
     CallEnded,
+    CallRedirected,
     CallRinging,
     DialogNotified,
     Event,
@@ -72,7 +74,6 @@ from telephony.events import (
     SubscriptionChanged,
     SubscriptionState,
 )
-from telephony.subscription import EXTENSION_PATTERN
 from telephony.transport import SipTransport, advertised_host
 from telephony.uri import hostport
 
@@ -121,7 +122,7 @@ class SipWatch:
     _subscriptions: Throttle = field(default_factory=Throttle)
 
     def handle(self, event: Event) -> None:
-        if isinstance(event, CallRinging | CallEnded):
+        if isinstance(event, CallRinging | CallEnded | CallRedirected):
             self.calls.handle(event)
         elif isinstance(event, RegistrationChanged):
             self.registration_detail = event.detail
@@ -182,6 +183,12 @@ class Runtime:
     call_log: CallLog
     database_file: DatabaseFile | None = None  # SQLite: the file the engine opened
     http: ConnectionGuard | None = None  # the HTTP server's bounds and counters
+    router: CallRouter | None = None  # known-customer routing ([routing])
+    # Watched extensions kept in step with the staff table (register mode with SIP).
+    staff_watch: StaffWatch | None = None
+    # Re-read the staff list now (after a change made in this process), not at the next
+    # sip.staff_refresh_seconds.
+    refresh_staff: Callable[[], None] = lambda: None
 
     async def health(self, *, auth: AuthHealth | None = None) -> Health:
         """/healthz; ``auth`` is the web side's login and session counters."""
@@ -209,6 +216,10 @@ class Runtime:
                 record_failures=self.call_log.stats.failed,
                 lookup_timeouts=self.lookup.timeouts,
                 lookup_failures=self.lookup.failures,
+                dialogs_matched=self.calls.dialogs_matched,
+                dialogs_unmatched=self.calls.dialogs_unmatched,
+                which_asked=self.calls.which_asked,
+                which_dropped=self.calls.which_dropped,
             ),
             auth=auth or AuthHealth(),
             call_log=self._call_log_health(),
@@ -260,8 +271,18 @@ class Runtime:
             registration=self.transport.registration_state.value,
             registration_detail=self.sip.registration_detail,
             local_address=hostport(*self.transport.local_address[:2]),
-            stats=dict(self.transport.stats),
+            stats={**self.transport.stats, **self._routing_stats()},
         )
+
+    def _routing_stats(self) -> dict[str, int]:
+        """Known-customer routing's counters, when a line is routed (docs/telephony.md)."""
+        if self.router is None or not self.router.lines:
+            return {}
+        return {
+            **self.router.stats,
+            "routing_errors": self.calls.routing_errors,
+            "routed_overflow": self.calls.routed_overflow,
+        }
 
     def web(self, *, auth: Callable[[], AuthHealth] = AuthHealth) -> WebServices:
         async def health() -> Health:
@@ -293,6 +314,7 @@ async def running(
     database_file = DatabaseFile(database_path) if database_path is not None else None
     call_log: CallLog | None = None
     watcher: asyncio.Task[None] | None = None
+    staff_follower: asyncio.Task[None] | None = None
     try:
         session_factory = make_session_factory(engine)
         call_log = open_call_log(settings, session_factory, database_file)
@@ -309,16 +331,38 @@ async def running(
             timeout=settings.database.lookup_timeout_ms / 1000,
         )
         hub = InProcessHub()
-        calls = CallService(hub=hub, lookup=lookup, numbering=numbering, call_log=call_log)
+        router = router_of(settings, numbering)
+        calls = CallService(
+            hub=hub,
+            lookup=lookup,
+            numbering=numbering,
+            call_log=call_log,
+            router=router,
+            ring_timeout=settings.sip.ring_timeout,
+        )
         staff = await asyncio.to_thread(_staff_on_extensions, session_factory, settings)
         dialogs = DialogRouter(calls, staff)
+        router.presence = dialogs.presence
         dialogs.announce()
         watch = SipWatch(
             calls, on_dialog=dialogs.notified, on_subscription=dialogs.subscription_changed
         )
         transport = None
+        staff_watch: StaffWatch | None = None
+        staff_wake = asyncio.Event()
         if sip:
-            transport = await _start_sip(settings, watch, list(staff))
+            transport = await _start_sip(settings, watch, list(staff), router=router)
+            router.redirect = transport.redirect
+            if settings.sip.mode == "register":
+                staff_watch = StaffWatch(
+                    router=dialogs,
+                    sip=transport,
+                    configured=tuple(settings.sip.watch_extensions),
+                    watching=list(transport.endpoint.watched),
+                )
+                staff_follower = asyncio.get_running_loop().create_task(
+                    follow_staff(session_factory, settings, staff_watch, staff_wake)
+                )
         try:
             runtime = Runtime(
                 settings=settings,
@@ -333,12 +377,19 @@ async def running(
                 call_log=call_log,
                 database_file=database_file,
                 http=http,
+                router=router,
+                staff_watch=staff_watch,
+                refresh_staff=staff_wake.set,
             )
             _say_started(runtime)
             yield runtime
         finally:
+            if staff_follower is not None:
+                staff_follower.cancel()
+                await asyncio.wait({staff_follower})
             if transport is not None:
                 await transport.close()
+            dialogs.close()
             await calls.close()
             await hub.close()
     finally:
@@ -530,19 +581,51 @@ async def _open_database(url: str) -> Engine:
     return engine
 
 
+async def follow_staff(
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    staff_watch: StaffWatch,
+    wake: asyncio.Event,
+) -> None:
+    """Re-read the staff on extensions every ``sip.staff_refresh_seconds`` (or at once when
+    ``wake`` is set) and bring the watched extensions in step (:class:`StaffWatch`).
+
+    Staff are changed by another process (``callpop user add/deactivate``) writing the
+    same database, so the table is read again rather than told. A failed read is logged
+    (once per kind of failure) and tried again at the next turn.
+    """
+    problem: str | None = None
+    while True:
+        try:
+            await asyncio.wait_for(wake.wait(), settings.sip.staff_refresh_seconds)
+        except TimeoutError:
+            pass
+        wake.clear()
+        try:
+            staff = await asyncio.to_thread(_staff_on_extensions, session_factory, settings)
+        except Exception as exc:  # any driver error: the database is down or busy
+            if problem != _first_line(exc):
+                problem = _first_line(exc)
+                log.warning("cannot re-read the staff list (tried again later): %s", problem)
+            continue
+        problem = None
+        staff_watch.apply(staff)
+
+
 def _staff_on_extensions(
     session_factory: sessionmaker[Session], settings: Settings
 ) -> dict[str, StaffOnExtension]:
-    """Who sits at each active staff extension, read once at start-up (register mode:
-    the extensions watched for dialog events; trunk mode watches none)."""
+    """Who sits at each active staff extension (register mode: the extensions watched
+    for dialog events; trunk mode watches none). Read at start-up and by
+    :func:`follow_staff`."""
     if settings.sip.mode != "register":
         return {}
     with session_factory() as session:
         extensions = staff_extensions(session)
         rows = session.execute(
-            select(Staff.id, Staff.name, Staff.extension).where(
-                Staff.active.is_(True), Staff.extension.in_(extensions)
-            )
+            select(Staff.id, Staff.name, Staff.extension)
+            .where(Staff.active.is_(True), Staff.extension.in_(extensions))
+            .order_by(Staff.id)  # two on one extension: the one added last has it
         ).all()
     return {
         row.extension: StaffOnExtension(id=row.id, name=row.name, extension=row.extension)
@@ -551,31 +634,32 @@ def _staff_on_extensions(
 
 
 def watched_extensions(settings: Settings, staff: Sequence[str] = ()) -> tuple[str, ...]:
-    """``[sip] watch_extensions`` then the staff's extensions: each once, at most 500.
+    """``[sip] watch_extensions`` then the staff's extensions: each once, at most
+    ``sip.max_watched`` (500).
 
     The configured ones were checked with the settings; one from the database (typed
     by an admin) that cannot be watched is skipped with a warning, and so is anything
     past the limit.
     """
-    unusable = [e for e in staff if not EXTENSION_PATTERN.fullmatch(e)]
+    wanted, unusable = wanted_extensions(settings.sip.watch_extensions, staff)
     if unusable:
         log.warning(
             "%d staff extension(s) cannot be watched (not 1-32 of 0-9 A-Z a-z * # + . _ -): %s",
             len(unusable),
             ", ".join(repr(e) for e in unusable[:10]),
         )
-    wanted = dict.fromkeys(
-        [*settings.sip.watch_extensions, *(e for e in staff if e not in unusable)]
-    )
-    if len(wanted) > MAX_WATCHED:
-        log.warning(
-            "%d extensions to watch; only the first %d are watched", len(wanted), MAX_WATCHED
-        )
-    return tuple(wanted)[:MAX_WATCHED]
+    limit = settings.sip.max_watched
+    if len(wanted) > limit:
+        log.warning("%d extensions to watch; only the first %d are watched", len(wanted), limit)
+    return wanted[:limit]
 
 
 def endpoint_config(
-    settings: Settings, *, local_host: str, staff_extensions: Sequence[str] = ()
+    settings: Settings,
+    *,
+    local_host: str,
+    staff_extensions: Sequence[str] = (),
+    router: CallRouter | None = None,
 ) -> EndpointConfig:
     """``[sip]`` as the SIP endpoint takes it (the endpoint applies its own defaults).
 
@@ -599,11 +683,58 @@ def endpoint_config(
         user_agent=f"callpop/{VERSION}",
         watch_extensions=watched_extensions(settings, staff_extensions),
         subscription_expires=sip.subscription_expires,
+        max_watched=sip.max_watched,
+        route_for=router.route_for if router is not None and router.lines else None,
+        route_deadline=settings.routing.decision_deadline,
     )
 
 
+def router_of(settings: Settings, numbering: Numbering) -> CallRouter:
+    """``[routing]`` checked: each line a number, each ring group an extension or URI.
+
+    An extension becomes ``sip:EXT@<sip.domain>``, or ``@<registrar_host[:port]>`` (the
+    PBX that follows the 302 must take it as one of its own).
+    """
+    sip = settings.sip
+    domain = sip.domain
+    if not domain and sip.registrar_host:
+        host = sip.registrar_host
+        domain = hostport(host, sip.registrar_port) if sip.registrar_port != 5060 else host
+        if ":" in host and sip.registrar_port == 5060:
+            domain = f"[{host}]"
+    if settings.routing.lines and not domain:
+        # The 担当者's extension is sent as sip:EXT@<domain>: without one there is no
+        # address the PBX would take as its own.
+        raise ConfigError("routing.lines: routing needs sip.domain (or sip.registrar_host)")
+    lines: dict[str, str] = {}
+    for index, routed in enumerate(settings.routing.lines):
+        where = f"routing.lines[{index}]"
+        e164 = numbering.normalise(routed.line).e164
+        if e164 is None:
+            raise ConfigError(f"{where}.line: {routed.line!r} is not a phone number")
+        if e164 in lines:
+            raise ConfigError(f"{where}.line: {routed.line!r} is routed twice")
+        try:
+            lines[e164] = target_uri(routed.ring_group, domain)
+        except ValueError as exc:
+            raise ConfigError(f"{where}.ring_group: {exc}") from exc
+    lookup = settings.database.lookup_timeout_ms / 1000
+    if lines and lookup >= settings.routing.decision_deadline:
+        log.warning(
+            "routing.decision_deadline (%g s) is not longer than database.lookup_timeout_ms"
+            " (%g s): a slow lookup sends routed calls to the ring group by the deadline",
+            settings.routing.decision_deadline,
+            lookup,
+        )
+    return CallRouter(lines=lines, numbering=numbering, domain=domain)
+
+
 async def _start_sip(
-    settings: Settings, watch: SipWatch, staff: Sequence[str] = ()
+    settings: Settings,
+    watch: SipWatch,
+    staff: Sequence[str] = (),
+    *,
+    router: CallRouter | None = None,
 ) -> SipTransport:
     sip = settings.sip
     if sip.mode == "register" and not sip.registrar_host:
@@ -619,7 +750,7 @@ async def _start_sip(
     )
     try:
         return await SipTransport.start(
-            endpoint_config(settings, local_host=local_host, staff_extensions=staff),
+            endpoint_config(settings, local_host=local_host, staff_extensions=staff, router=router),
             watch.handle,
             bind_host=sip.bind_host,
             bind_port=sip.bind_port,

@@ -51,6 +51,11 @@ class SipSettings(_Section):
     )
     # Lifetime asked for each dialog-event subscription, in seconds (refreshed before it ends).
     subscription_expires: int = Field(default=600, ge=60, le=86_400)
+    # Seconds between re-reads of the staff list while running: staff added, moved or
+    # deactivated (``callpop user ...``) are watched or unwatched without a restart.
+    staff_refresh_seconds: float = Field(default=60.0, ge=1.0, le=86_400.0)
+    # Extensions watched at once at most (configured + staff); beyond it, logged and counted.
+    max_watched: int = Field(default=500, ge=1, le=500)
 
 
 class RewriteRule(_Section):
@@ -107,6 +112,22 @@ class UiSettings(_Section):
     company_name: str = ""
 
 
+class RoutedLine(_Section):
+    # The office line whose calls are routed (a number, read like [numbering.lines]).
+    line: str
+    # Where its calls go when they do not go straight to the 担当者: an extension ("600",
+    # sent as sip:600@<sip.domain or the registrar>) or a whole sip: URI.
+    ring_group: str
+
+
+class RoutingSettings(_Section):
+    # Known-customer routing (docs/telephony.md): lines whose calls the PBX offers to
+    # callpop first; callpop answers 302 to the 担当者's idle extension or the ring group.
+    lines: list[RoutedLine] = Field(default_factory=list, max_length=100)
+    # Seconds the SIP side waits for the decision before it redirects to the ring group.
+    decision_deadline: float = Field(default=0.5, gt=0, le=5.0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CALLPOP_", env_nested_delimiter="__", extra="forbid"
@@ -118,6 +139,7 @@ class Settings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)
     ui: UiSettings = Field(default_factory=UiSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -54,6 +54,10 @@ class NoteLine(_Frozen):
     at: datetime
     staff_name: str | None
     body: str
+    id: int | None = Field(default=None, description="the note (修正, 履歴 on the card)")
+    corrected_at: datetime | None = Field(
+        default=None, description="when its text was last corrected, or null"
+    )
 
 
 class CustomerCard(_Frozen):

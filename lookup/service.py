@@ -314,6 +314,7 @@ def _latest_notes(customers: int, history: int) -> _AnySelect:
                 _notes.customer_id,
                 _notes.id,
                 _notes.created_at,
+                _notes.updated_at,
                 _notes.body,
                 _staff.name.label("staff_name"),
             )
@@ -390,7 +391,18 @@ def _notes_of(
     found: dict[int, list[NoteLine]] = {}
     for row in rows:
         found.setdefault(row.customer_id, []).append(
-            NoteLine(at=_aware_local(row.created_at), staff_name=row.staff_name, body=row.body)
+            NoteLine(
+                at=_aware_local(row.created_at),
+                staff_name=row.staff_name,
+                body=row.body,
+                id=row.id,
+                # The text is the only thing a note changes (db.notes.correct_note).
+                corrected_at=(
+                    _aware_local(row.updated_at)
+                    if row.updated_at is not None and row.updated_at > row.created_at
+                    else None
+                ),
+            )
         )
     return found
 

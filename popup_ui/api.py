@@ -12,20 +12,23 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from pydantic import BaseModel, Field
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from db.customers import customer_detail
+from db.models import Staff
 from db.staff import get_staff
 from lookup.card import CallerCard
 from popup_ui.auth import CurrentStaff
 from popup_ui.context import CallNotFound, CallNotYours, CallTaken, get_web
 from popup_ui.messages import BoardSnapshot, Call
-from popup_ui.schemas import CustomerOut, StaffOut, UiOut
+from popup_ui.schemas import CustomerOut, StaffList, StaffListEntry, StaffOut, UiOut
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 # Row ids are INTEGER columns (db/migrations): 32-bit on PostgreSQL, where a larger
 # value is an error in the database, not "no such row".
 MAX_ID = 2**31 - 1
+MAX_STAFF_LISTED = 500  # GET /api/staff: a picker, not an export (StaffList.truncated)
 
 router = APIRouter(
     prefix="/api",
@@ -39,6 +42,41 @@ router = APIRouter(
 async def me(staff: StaffOut = CurrentStaff) -> StaffOut:
     """The logged-in staff member."""
     return staff
+
+
+@router.get("/staff")
+async def staff_list(request: Request) -> StaffList:
+    """Active staff with extension and presence: whom a call can be handed to (転送メモ)."""
+    services = get_web(request).services
+    factory = services.session_factory
+
+    def load() -> list[Staff]:
+        with factory() as session:
+            return list(
+                session.scalars(
+                    select(Staff)
+                    .where(Staff.active.is_(True))
+                    .order_by(Staff.extension.is_(None), Staff.extension, Staff.name, Staff.id)
+                    .limit(MAX_STAFF_LISTED + 1)
+                )
+            )
+
+    rows = await run_in_threadpool(load)
+    # Presence is the board's, per extension (an in-memory dict, no database).
+    presence = {one.extension: one.presence for one in (await services.hub.snapshot()).staff}
+    return StaffList(
+        staff=[
+            StaffListEntry(
+                id=row.id,
+                name=row.name,
+                furigana=row.furigana,
+                extension=row.extension,
+                presence=presence.get(row.extension, "unknown") if row.extension else "unknown",
+            )
+            for row in rows[:MAX_STAFF_LISTED]
+        ],
+        truncated=len(rows) > MAX_STAFF_LISTED,
+    )
 
 
 @router.get("/ui")

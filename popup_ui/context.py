@@ -89,6 +89,8 @@ class CardLookup(Protocol):
 class _Normaliser(Protocol):
     def normalise(self, raw: str | None) -> Number: ...
 
+    def line_name(self, e164: str | None) -> str | None: ...
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WebServices:

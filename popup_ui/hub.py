@@ -40,11 +40,14 @@ from typing import Protocol
 from popup_ui.messages import (
     BoardEntry,
     BoardSnapshot,
+    CallAnsweredMessage,
     CallEndedMessage,
     CallRingingMessage,
+    CallState,
     LiveMessage,
     StaffPresence,
     StaffPresenceMessage,
+    WhichCallMessage,
 )
 
 log = logging.getLogger(__name__)
@@ -61,6 +64,16 @@ DEFAULT_QUEUE_BYTES = 16 * 1024 * 1024
 # A browser with messages waiting that has taken none for this long is stuck (its
 # socket does not drain, its tab hangs): it is dropped at the next publish.
 DEFAULT_STALL_SECONDS = 15.0
+
+# Open call.which questions the board replays to a browser that connects, at most; the
+# call service closes the oldest before it asks more (callpop.calls.OPEN_QUESTIONS).
+QUESTIONS_LIMIT = 100
+
+# Cards of calls that just left the board as answered elsewhere, kept for a call that
+# comes back: in a ring-all group callpop's leg is cancelled when a watched phone answers,
+# and the call.answered that follows puts the call back, answered (callpop.calls). Only
+# the last few seconds' matter; past the limit the oldest go first (routine, not logged).
+ENDED_CARDS_LIMIT = 200
 
 # WebSocket close code for a subscriber dropped for being too slow (RFC 6455 §7.4.1
 # registry: 1013 "Try Again Later").
@@ -242,6 +255,10 @@ class InProcessHub:
         self._staff: dict[
             str, StaffPresence
         ] = {}  # extension -> presence, bounded by config  # call id -> entry, oldest first
+        # question id -> open call.which, oldest first (QUESTIONS_LIMIT)
+        self._questions: dict[str, WhichCallMessage] = {}
+        # call id -> the card of a call that ended, oldest first (ENDED_CARDS_LIMIT)
+        self._ended_cards: dict[str, BoardEntry] = {}
         self._seq = 0
         self._dropped = 0
 
@@ -278,11 +295,29 @@ class InProcessHub:
             for one in message.staff:
                 self._staff[one.extension] = one
             return
+        if isinstance(message, WhichCallMessage):
+            self._questions.pop(message.question_id, None)
+            if message.state == "open":
+                self._questions[message.question_id] = message
+                if len(self._questions) > QUESTIONS_LIMIT:
+                    oldest = next(iter(self._questions))
+                    del self._questions[oldest]
+                    log.warning("open call.which %s left out of the snapshot (limit)", oldest)
+            return
         call = message.call
         if isinstance(message, CallRingingMessage):
             self._board[call.id] = BoardEntry(call=call, card=message.card)
         elif isinstance(message, CallEndedMessage):
-            self._board.pop(call.id, None)
+            ended = self._board.pop(call.id, None)
+            if ended is not None and call.outcome == "answered_elsewhere":
+                self._ended_cards[call.id] = ended
+                if len(self._ended_cards) > ENDED_CARDS_LIMIT:
+                    del self._ended_cards[next(iter(self._ended_cards))]
+        elif isinstance(message, CallAnsweredMessage) and call.id not in self._board:
+            # Answered again after its ring leg ended (a ring-all group): back on the board.
+            if call.state != CallState.ENDED:
+                before = self._ended_cards.pop(call.id, None)
+                self._board[call.id] = BoardEntry(call=call, card=before.card if before else None)
         elif (entry := self._board.get(call.id)) is not None:
             card = getattr(message, "card", None) or entry.card
             self._board[call.id] = BoardEntry(call=call, card=card)
@@ -307,7 +342,10 @@ class InProcessHub:
 
     def _snapshot(self) -> BoardSnapshot:
         return BoardSnapshot(
-            seq=self._seq, calls=list(self._board.values()), staff=list(self._staff.values())
+            seq=self._seq,
+            calls=list(self._board.values()),
+            staff=list(self._staff.values()),
+            questions=list(self._questions.values()),
         )
 
     @property

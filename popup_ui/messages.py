@@ -81,6 +81,30 @@ class Handover(_Wire):
     state: Literal["requested", "ringing", "answered"]
 
 
+RoutingReason = Literal[
+    "assignee-idle",
+    "assignee-busy",
+    "assignee-presence-unknown",
+    "unknown-caller",
+    "several-customers",
+    "no-assignee",
+    "lookup-timeout",
+    "degraded",
+    "deadline",
+]
+
+
+class Routing(_Wire):
+    """Known-customer routing: where callpop redirected a routed line's call, and why."""
+
+    target: str = Field(description="the SIP URI sent in the 302's Contact")
+    extension: str | None = Field(description="the target's extension (203, 600), if it is one")
+    staff_id: int | None = Field(description="the 担当者 when the call went straight to them")
+    name: str | None = Field(description="the 担当者's name when the call went straight to them")
+    reason: RoutingReason
+    decided_at: Timestamp
+
+
 class Call(_Wire):
     id: str = Field(description="callpop's call id (uuid4 hex)")
     sip_call_id: str
@@ -88,8 +112,11 @@ class Call(_Wire):
     ended_at: Timestamp | None = None
     state: CallState = CallState.RINGING
     # interrupted: the service stopped (crash, kill -9) before it saw the end.
+    # routed: callpop redirected it (302, known-customer routing) and no dialog event said
+    # more within sip.ring_timeout.
     outcome: (
-        Literal["answered_elsewhere", "abandoned", "timeout", "hangup", "interrupted"] | None
+        Literal["answered_elsewhere", "abandoned", "timeout", "hangup", "interrupted", "routed"]
+        | None
     ) = None
     answered_by: AnsweredBy | None = Field(default=None, description="who took the call")
     answered_at: Timestamp | None = None
@@ -97,6 +124,7 @@ class Call(_Wire):
     handover: Handover | None = None
     caller: Caller
     dialed_line: DialedLine | None = None
+    routing: Routing | None = Field(default=None, description="routed lines only")
 
 
 class BoardEntry(_Wire):
@@ -116,6 +144,33 @@ class StaffPresence(_Wire):
     presence: Literal["idle", "ringing", "busy", "unknown"]
 
 
+class WhichCandidate(_Wire):
+    """One call a ``call.which`` question offers: who called, and when."""
+
+    call_id: str
+    started_at: Timestamp
+    caller: Caller
+    customer_name: str | None = Field(description="the one customer the number names, or null")
+
+
+class WhichCallMessage(_Wire):
+    """どちらが応答しましたか: the phone on ``extension`` answered one of ``calls`` and the
+    PBX did not say which (no identity, no Call-ID, several ring legs cancelled at once).
+    Only the browser of ``staff_id`` shows it; it answers with ``POST /api/calls/{id}/claim``.
+    ``open`` again with fewer ``calls`` when others took some; ``closed`` once answered
+    or when none is left to offer."""
+
+    type: Literal["call.which"] = "call.which"
+    seq: int = 0
+    question_id: str
+    staff_id: int
+    name: str | None
+    extension: str
+    asked_at: Timestamp
+    state: Literal["open", "closed"] = "open"
+    calls: list[WhichCandidate] = Field(description="oldest first; empty once closed")
+
+
 class BoardSnapshot(_Wire):
     """The first message on a connection: every active call, oldest first."""
 
@@ -124,6 +179,9 @@ class BoardSnapshot(_Wire):
     calls: list[BoardEntry]
     staff: list[StaffPresence] = Field(
         default_factory=list, description="every watched extension's presence"
+    )
+    questions: list[WhichCallMessage] = Field(
+        default_factory=list, description="call.which questions still open, oldest first"
     )
 
 
@@ -164,14 +222,15 @@ class CallEndedMessage(_Wire):
 
 
 CallMessage = CallRingingMessage | CallUpdatedMessage | CallAnsweredMessage | CallEndedMessage
-LiveMessage = CallMessage | StaffPresenceMessage
+LiveMessage = CallMessage | StaffPresenceMessage | WhichCallMessage
 BoardMessage = Annotated[
     BoardSnapshot
     | CallRingingMessage
     | CallUpdatedMessage
     | CallAnsweredMessage
     | CallEndedMessage
-    | StaffPresenceMessage,
+    | StaffPresenceMessage
+    | WhichCallMessage,
     Field(discriminator="type"),
 ]
 board_message = TypeAdapter[BoardMessage](BoardMessage)

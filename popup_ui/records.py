@@ -20,7 +20,15 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from db.calls import PAGE_SIZE_MAX, CallFilter, call_page, missed_calls, resolve_missed
-from db.notes import NewCustomer, NoteDraft, NoteRefused, correct_note, save_note
+from db.notes import (
+    NewCustomer,
+    NoteDraft,
+    NoteRefused,
+    correct_note,
+    note_detail,
+    notes_detail,
+    save_note,
+)
 from popup_ui.auth import CurrentStaff
 from popup_ui.context import get_web
 from popup_ui.schemas import (
@@ -33,6 +41,7 @@ from popup_ui.schemas import (
     NoteCorrectionIn,
     NoteIn,
     NoteOut,
+    NoteRevisionsOut,
     StaffOut,
 )
 
@@ -123,6 +132,26 @@ async def correct(
     return _note(found)
 
 
+@router.get("/notes/{note_id}/revisions", responses={404: {"description": "no such note"}})
+async def revisions(request: Request, note_id: int = Path(ge=1, le=MAX_ID)) -> NoteRevisionsOut:
+    """A note's earlier texts, oldest first: each with who replaced it and when."""
+
+    def work(session: Session) -> dict[str, Any]:
+        found = note_detail(session, note_id)
+        if found is None:
+            raise NoteRefused("not_found", "メモが見つかりません")
+        return found
+
+    note = _note(await _run(request, work))
+    return NoteRevisionsOut(
+        note_id=note.id,
+        body=note.body,
+        staff_name=note.staff_name,
+        at=note.at,
+        revisions=note.revisions,
+    )
+
+
 def _moment(value: datetime | date | None, name: str) -> datetime | None:
     """A query's time as an aware datetime: a date is its midnight, naive is Tokyo time."""
     if value is None:
@@ -166,9 +195,15 @@ async def calls(
             where = CallFilter(since=where.since, until=where.until, caller_raw=found.national)
         else:
             raise HTTPException(status_code=422, detail="電話番号として読めません")
-    total, rows = await _run(
-        request, lambda session: call_page(session, where, page=page, page_size=page_size)
-    )
+
+    def work(session: Session) -> tuple[int, list[dict[str, Any]], dict[int, NoteOut]]:
+        total, rows = call_page(session, where, page=page, page_size=page_size)
+        wanted = [note_id for row in rows for note_id in row["note_ids"]]
+        notes = {found["id"]: _note(found) for found in notes_detail(session, wanted)}
+        return total, rows, notes
+
+    total, rows, notes = await _run(request, work)
+    numbering = get_web(request).services.lookup.numbering
     return CallPage(
         page=page,
         page_size=page_size,
@@ -187,11 +222,16 @@ async def calls(
                 display_name=row["display_name"],
                 withheld=row["withheld"],
                 dialed_number=row["dialed_e164"],
+                dialed_national=_national(request, row["dialed_e164"], None),
+                dialed_name=numbering.line_name(row["dialed_e164"]) if row["dialed_e164"] else None,
                 outcome=row["outcome"],
                 answered_by=row["answered_by"],
+                handover=row["handover"],
+                routing=row["routing"],
                 talk_seconds=row["talk_seconds"],
                 customer=row["customer"],
                 note_ids=row["note_ids"],
+                notes=[notes[i] for i in row["note_ids"] if i in notes],
             )
             for row in rows
         ],

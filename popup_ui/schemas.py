@@ -29,6 +29,26 @@ class StaffOut(_Out):
     role: Literal["staff", "admin"]
 
 
+class StaffListEntry(_Out):
+    """A colleague as the hand-over picker lists them: no login, no role."""
+
+    id: int
+    name: str
+    furigana: str | None
+    extension: str | None
+    presence: Literal["idle", "ringing", "busy", "unknown"] = Field(
+        description="the extension's, from the PBX's dialog events; unknown when not watched"
+        " or nothing heard yet"
+    )
+
+
+class StaffList(_Out):
+    """``GET /api/staff``: active staff, by extension (none last), then name."""
+
+    staff: list[StaffListEntry]
+    truncated: bool = Field(description="more active staff than the list holds (500)")
+
+
 class SessionOut(_Out):
     staff: StaffOut
 
@@ -143,10 +163,41 @@ class NoteOut(_Out):
     revisions: list[NoteRevisionOut]
 
 
+class NoteRevisionsOut(_Out):
+    """A note's earlier texts, oldest first, and who wrote the one it has now."""
+
+    note_id: int
+    body: str = Field(description="the text now")
+    staff_name: str | None = Field(description="who wrote the note")
+    at: datetime = Field(description="when it was written")
+    revisions: list[NoteRevisionOut]
+
+
 class AnsweredByOut(_Out):
     staff_id: int | None
     name: str | None
     extension: str | None
+
+
+class HandoverOut(_Out):
+    """The hand-over (転送メモ) of a call in the log, and how far it got."""
+
+    from_staff_id: int | None
+    from_name: str | None
+    to_staff_id: int
+    to_name: str | None
+    to_extension: str | None
+    state: Literal["requested", "ringing", "answered"] | None
+    note: str | None
+
+
+class RoutingOut(_Out):
+    """Where known-customer routing sent a call (its 302), and why."""
+
+    to: str = Field(description="the target extension (203, 600), or its SIP URI")
+    staff_id: int | None = Field(description="the 担当者 when the call went straight to them")
+    name: str | None
+    reason: str | None = Field(description="as the Call's routing.reason (docs/protocol.md)")
 
 
 class CustomerRefOut(_Out):
@@ -165,11 +216,16 @@ class CallRecordOut(_Out):
     display_name: str | None
     withheld: str | None
     dialed_number: str | None = Field(description="the office line called, E.164")
+    dialed_national: str | None = Field(default=None, description="that line as people read it")
+    dialed_name: str | None = Field(default=None, description="its name from [numbering.lines]")
     outcome: str | None
-    answered_by: AnsweredByOut | None
+    answered_by: AnsweredByOut | None = Field(description="who had the call last")
+    handover: HandoverOut | None = Field(default=None, description="転送メモ, if one was left")
+    routing: RoutingOut | None = Field(default=None, description="routed lines only")
     talk_seconds: int | None
     customer: CustomerRefOut | None
     note_ids: list[int]
+    notes: list[NoteOut] = Field(default_factory=list, description="the call's notes, oldest first")
 
 
 class CallPage(_Out):
@@ -241,6 +297,14 @@ class CallLogHealth(_Out):
     record_failures: int = Field(description="call-log writes that failed (logged with the id)")
     lookup_timeouts: int
     lookup_failures: int
+    dialogs_matched: int = Field(default=0, description="phones' answers matched to a call")
+    dialogs_unmatched: int = Field(
+        default=0, description="phones' answers no call, or several, fitted"
+    )
+    which_asked: int = Field(default=0, description="of those, asked on the phone's browser")
+    which_dropped: int = Field(
+        default=0, description="questions closed unanswered: too many were open"
+    )
 
 
 class AuthHealth(_Out):

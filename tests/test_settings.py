@@ -81,3 +81,20 @@ def test_broken_toml_and_missing_file(tmp_path: Path) -> None:
         load_settings(config)
     with pytest.raises(ConfigError, match="not found"):
         load_settings(tmp_path / "absent.toml")
+
+
+def test_routed_lines_load_and_a_bad_deadline_names_its_key(tmp_path: Path) -> None:
+    config = tmp_path / "routing.toml"
+    config.write_text(
+        '[routing]\ndecision_deadline = 0.3\n[[routing.lines]]\nline = "03-3555-0100"\n'
+        'ring_group = "600"\n',
+        encoding="utf-8",
+    )
+    settings = load_settings(config)
+    assert settings.routing.decision_deadline == 0.3
+    [line] = settings.routing.lines
+    assert (line.line, line.ring_group) == ("03-3555-0100", "600")
+    assert load_settings(EXAMPLE).routing.lines == []  # opt-in: off unless configured
+    config.write_text("[routing]\ndecision_deadline = 0\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="routing.decision_deadline"):
+        load_settings(config)

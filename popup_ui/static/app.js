@@ -22,6 +22,8 @@ import { applyServerDefault, initLanguage, setLanguage, t, translatePage } from 
 import { Board, SNAPSHOT } from "./board.js";
 import { callerSummary, renderCall } from "./card.js";
 import { MissedCalls } from "./missed.js";
+import { CallLogView } from "./calllog.js";
+import { WhichPrompts } from "./which.js";
 import { NoteDesk } from "./notes.js";
 import { familyName, renderStaffStrip } from "./presence.js";
 import { HandoverForms } from "./handover.js";
@@ -79,6 +81,8 @@ const $ = (id) => document.getElementById(id);
 const desk = new NoteDesk({ api, onChange: (id) => drawCalls([id]) });
 const forms = new HandoverForms({ api, onChange: (id) => drawCalls([id]) });
 let missed = null; // made in start(), once the page's elements exist
+let calllog = null; // 通話履歴 (calllog.js), made in start() too
+let which = null; // どちらが応答しましたか (which.js), made in start() too
 
 // --- HTTP ---------------------------------------------------------------------
 
@@ -115,6 +119,8 @@ function showLogin(message) {
   state.handoversSeen.clear();
   renderStrip();
   if (missed) missed.clear();
+  if (calllog) calllog.clear();
+  if (which) which.start(null);
   cancelMissedReloads();
   showView("board");
   for (const n of state.notifications.values()) n.close();
@@ -145,6 +151,7 @@ async function showBoard(me) {
   $("board-screen").hidden = false;
   renderHeader();
   desk.start(me);
+  which.start(me);
   redrawAll();
   connect();
   missed.load();
@@ -249,6 +256,10 @@ const handlers = {
   },
   meId() {
     return state.me ? state.me.id : null;
+  },
+  // card.js: 修正 and 履歴 on a note of the card's 対応履歴.
+  noteControl(callId, note) {
+    return desk.cardNote(callId, note);
   },
 };
 
@@ -534,12 +545,15 @@ function handleMessage(socket, message) {
     return;
   }
   if (message.type === SNAPSHOT) {
+    which.snapshot(message.questions); // the questions still open, for me only
     state.retries = 0; // in sync again: the next outage starts its back-off afresh
     setConn("open");
     desk.retryNow(); // back online: unconfirmed note saves go now
     reloadMissedSoon();
   } else if (missedChange(message)) {
     reloadMissedSoon();
+  } else if (message.type === "call.which") {
+    which.receive(message); // どちらが応答しましたか, shown on the phone's person's board
   }
   for (const id of change.ended) closeNotification(id);
   for (const id of change.changed) state.pendingIds.add(id);
@@ -639,6 +653,7 @@ function showView(view) {
   state.view = view;
   $("board-view").hidden = view !== "board";
   $("missed-view").hidden = view !== "missed";
+  $("calllog-view").hidden = view !== "calllog";
   for (const tab of document.querySelectorAll(".view-tab")) {
     tab.setAttribute("aria-pressed", tab.dataset.view === view ? "true" : "false");
   }
@@ -649,6 +664,7 @@ function onViewTab(event) {
   if (view === state.view) return;
   showView(view);
   if (view === "missed" && state.running) missed.load();
+  if (view === "calllog" && state.running) calllog.load();
 }
 
 // --- WebSocket ------------------------------------------------------------------------
@@ -804,6 +820,8 @@ function onLanguage(event) {
   desk.translate();
   renderStrip();
   if (missed) missed.render();
+  if (calllog) calllog.render();
+  if (which) which.render();
   if (state.running) redrawAll();
   else document.title = t("title.idle");
 }
@@ -835,6 +853,13 @@ async function start() {
     list: $("missed-list"),
     status: $("missed-status"),
     showResolved: $("missed-show-resolved"),
+  });
+  calllog = new CallLogView({ api, root: $("calllog-view") });
+  which = new WhichPrompts({
+    api,
+    list: $("which-list"),
+    // Who has it now: the note form opens without waiting for the socket.
+    onClaimed: (call) => drawCalls(new Set([call.id, ...board.claimed(call)])),
   });
   for (const tab of document.querySelectorAll(".view-tab")) tab.addEventListener("click", onViewTab);
   $("missed-refresh").addEventListener("click", () => missed.load());

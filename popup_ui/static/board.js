@@ -216,6 +216,13 @@ export class Board {
     entry.call = call;
     if (card) entry.card = card; // call.updated without a card keeps the one shown
     result.changed.add(call.id);
+    if (call.state !== "ended" && !this.active.has(call.id)) {
+      // Answered again after its ring leg ended (a ring-all group: a watched phone
+      // picked up and callpop's leg was cancelled): back among the active calls.
+      this.recent = this.recent.filter((e) => e !== entry);
+      if (this.expanded === call.id) this.expanded = null;
+      this.active.set(call.id, entry);
+    }
     if (call.state === "ended" && this.active.has(call.id)) this.end(call, null, result);
   }
 

@@ -44,12 +44,24 @@ const OUTCOME_KEYS = {
   abandoned: "outcome.abandoned",
   timeout: "outcome.timeout",
   hangup: "outcome.hangup",
+  routed: "outcome.routed",
 };
 
 /** The reason an ended call shows, e.g. 他の人が応答しました; "" when it is not known. */
 export function outcomeText(outcome) {
   if (!outcome) return ""; // ended while the page was disconnected: claim nothing
   return t(OUTCOME_KEYS[outcome] || "outcome.gone");
+}
+
+/** Known-customer routing: 「佐藤 健へ直通 — 担当者が空いています」; "" when not routed. */
+export function routingText(routing) {
+  if (!routing || typeof routing !== "object") return "";
+  let where;
+  if (routing.name) where = t("routing.assignee", { name: routing.name });
+  else if (routing.extension) where = t("routing.groupExt", { ext: routing.extension });
+  else where = t("routing.group");
+  const reason = t(`routing.reason.${routing.reason}`);
+  return reason.startsWith("routing.") ? where : t("routing.withReason", { where, reason });
 }
 
 function withheldText(reason) {
@@ -168,6 +180,10 @@ function topLine(entry, disclosure) {
       el("span", { className: "dialed-line", text: t("call.line", { line }), attrs: { "data-testid": "dialed-line" } }),
     );
   }
+  const routed = routingText(call.routing);
+  if (routed) {
+    meta.append(el("span", { className: "chip chip-routing", text: routed, attrs: { "data-testid": "routing" } }));
+  }
   let head = meta;
   if (disclosure) {
     const button = el(
@@ -258,12 +274,15 @@ function assignedPanel(entry, customer, handlers, { compact }) {
         : t("customer.assigned", { name: staff.name }),
     }),
   );
+  // The 担当者 has this very call: nothing to warn about, nobody to transfer to.
+  const by = entry.call && entry.call.answered_by;
+  const theirs = Boolean(by && by.staff_id != null && by.staff_id === staff.id);
   // Their extension's presence, when it is watched (register mode): say when they cannot
   // take a transfer now.
   const presence = handlers.presenceOf ? handlers.presenceOf(staff.id) : null;
   if (presence) {
     panel.querySelector(".assigned-name").append(" ", presenceChip(presence, "assigned-presence"));
-    if (presence === "busy" || presence === "unknown" || presence === "ringing") {
+    if (!theirs && (presence === "busy" || presence === "unknown" || presence === "ringing")) {
       panel.append(
         el("div", {
           className: `assigned-warning presence-${presence}`,
@@ -273,7 +292,7 @@ function assignedPanel(entry, customer, handlers, { compact }) {
       );
     }
   }
-  if (ext && !compact) {
+  if (ext && !compact && !theirs) {
     // No PBX transfer yet: say what to do and offer the extension to copy, nothing more.
     const hint = el("div", { className: "transfer" }, [
       el("span", { className: "transfer-hint", text: t("transfer.hint", { ext }) }),
@@ -344,7 +363,7 @@ function historySection(className, title, lines) {
   ]);
 }
 
-function history(customer) {
+function history(customer, handlers, callId) {
   const transactions = (Array.isArray(customer.transactions) ? customer.transactions : []).map(
     (line) =>
       el("li", { className: "line" }, [
@@ -353,15 +372,17 @@ function history(customer) {
         el("span", { className: "amount", text: formatYen(line.amount) }),
       ]),
   );
-  const notes = (Array.isArray(customer.notes) ? customer.notes : []).map((note) =>
-    el("li", { className: "line note" }, [
+  const notes = (Array.isArray(customer.notes) ? customer.notes : []).map((note) => {
+    // 修正 and 履歴 (notes.js): the same element across redraws, holding the note's text.
+    const fix = handlers && handlers.noteControl ? handlers.noteControl(callId, note) : null;
+    return el("li", { className: "line note" }, [
       el("span", { className: "date", text: formatDate(note.at) }),
       el("span", { className: "body" }, [
         note.staff_name ? el("span", { className: "note-staff", text: `${note.staff_name}: ` }) : null,
-        el("span", { className: "note-body", text: note.body }),
+        fix || el("span", { className: "note-body", text: note.body }),
       ]),
-    ]),
-  );
+    ]);
+  });
   const sections = [
     historySection("transactions", t("customer.transactions"), transactions),
     historySection("notes", t("customer.notes"), notes),
@@ -415,7 +436,7 @@ function customerBody(entry, customer, handlers, { compact }) {
   ]);
   if (!compact) {
     // Node.append(null) would add the text "null": only sections that exist go in.
-    for (const section of [facts(customer), history(customer)]) {
+    for (const section of [facts(customer), history(customer, handlers, entry.call.id)]) {
       if (section) body.append(section);
     }
   }

@@ -8,12 +8,33 @@
 // so that what someone types and picks is never lost when the call or a presence
 // changes. The page (app.js) asks for the form of a call it holds and puts it in the
 // call's slot; this module owns the request and what the server answered.
+//
+// The colleagues offered are the board's staff (watched extensions, with presence).
+// When the board lists nobody (trunk mode: no extension is watched), they come from
+// GET /api/staff instead (everyone active with an extension; presence unknown), read
+// once and again at most every STAFF_DIRECTORY_MAX_AGE_MS, so a note can still be
+// addressed.
 
 import { t } from "./i18n.js";
 import { el } from "./card.js";
+import { PRESENCES } from "./board.js";
 import { familyName, presenceText } from "./presence.js";
 
 export const HANDOVER_NOTE_MAX = 200; // as the server checks it (HandoverIn)
+export const STAFF_DIRECTORY_MAX_AGE_MS = 60_000; // GET /api/staff read again after this
+const STAFF_DIRECTORY_LIMIT = 500; // as the server lists at most (StaffList)
+
+/** One GET /api/staff entry as the board's staff entries look, or null. */
+function directoryEntry(item) {
+  if (!item || typeof item !== "object" || !Number.isInteger(item.id)) return null;
+  if (typeof item.extension !== "string" || !item.extension) return null; // cannot be rung
+  return {
+    staff_id: item.id,
+    name: typeof item.name === "string" ? item.name : null,
+    extension: item.extension,
+    presence: PRESENCES.includes(item.presence) ? item.presence : "unknown",
+  };
+}
 
 export class HandoverForms {
   /** api(method, path, body) -> {status, data}; onChange(id) redraws the call. */
@@ -21,11 +42,16 @@ export class HandoverForms {
     this.api = api;
     this.onChange = onChange;
     this.forms = new Map(); // call id -> {element, input, select, button, status, busy}
+    this.directory = null; // GET /api/staff as board staff entries, once read
+    this.directoryAt = 0; // when it was read (Date.now()), 0: never
+    this.directoryLoading = false;
   }
 
-  /** Forget every form (logout). */
+  /** Forget every form and the staff directory (logout). */
   stop() {
     this.forms.clear();
+    this.directory = null;
+    this.directoryAt = 0;
   }
 
   /** The form for `entry`'s call, brought up to date: `staff` are the colleagues to pick from. */
@@ -36,8 +62,34 @@ export class HandoverForms {
       form = this.build(id);
       this.forms.set(id, form);
     }
-    this.update(form, staff.filter((s) => s.staff_id !== null && s.staff_id !== meId));
+    let colleagues = staff.filter((s) => s.staff_id !== null && s.staff_id !== meId);
+    if (colleagues.length === 0) colleagues = this.fromDirectory(meId);
+    this.update(form, colleagues);
     return form.element;
+  }
+
+  /** The colleagues from GET /api/staff (the board lists nobody); read when stale. */
+  fromDirectory(meId) {
+    if (Date.now() - this.directoryAt > STAFF_DIRECTORY_MAX_AGE_MS) this.loadDirectory();
+    return (this.directory || []).filter((s) => s.staff_id !== meId);
+  }
+
+  async loadDirectory() {
+    if (this.directoryLoading) return;
+    this.directoryLoading = true;
+    let answer = null;
+    try {
+      answer = await this.api("GET", "/api/staff");
+    } catch {
+      answer = null; // unreachable: tried again when the forms are next drawn after the max age
+    }
+    this.directoryLoading = false;
+    this.directoryAt = Date.now();
+    const staff = answer && answer.status === 200 && answer.data && answer.data.staff;
+    if (Array.isArray(staff)) {
+      this.directory = staff.slice(0, STAFF_DIRECTORY_LIMIT).map(directoryEntry).filter(Boolean);
+    }
+    for (const id of this.forms.keys()) this.onChange(id);
   }
 
   drop(id) {

@@ -23,6 +23,7 @@ const DONE_KEEP_MS = 24 * 60 * 60 * 1000;
 const DONE_MAX = 200;
 const RETRY_BASE_MS = 1000;
 const RETRY_MAX_MS = 30000;
+const CARD_NOTES_MAX = 200; // card note elements kept (those not on the page go first)
 
 // Quick tags: the value stored is the Japanese word, whatever the page's language.
 export const TAGS = [
@@ -120,6 +121,33 @@ export class NoteDesk {
     this.onChange = onChange;
     this.staffId = null;
     this.items = new Map(); // call id -> item (see makeItem)
+    // "call id:note id" -> NoteCorrection of a note on a card's 対応履歴: the same element across
+    // the card's redraws, so an open editor keeps its text. At most CARD_NOTES_MAX.
+    this.cardNotes = new Map();
+  }
+
+  /**
+   * The 修正/履歴 element of a note line on the card of call `callId` (card.js), or null
+   * without an id. One per card: two calls from one customer each show the note.
+   */
+  cardNote(callId, line) {
+    if (!line || !Number.isInteger(line.id)) return null;
+    const key = `${callId}:${line.id}`;
+    let found = this.cardNotes.get(key);
+    if (!found) {
+      found = new NoteCorrection({ api: this.api, note: line, compact: true });
+      found.seen = line.corrected_at || null; // the card's word on it, as last drawn
+      this.cardNotes.set(key, found);
+      for (const [id, other] of this.cardNotes) {
+        if (this.cardNotes.size <= CARD_NOTES_MAX) break;
+        if (!other.editing && !other.element.isConnected) this.cardNotes.delete(id);
+      }
+    } else if ((line.corrected_at || null) !== found.seen) {
+      // A newer card says it was corrected (elsewhere, or here): read it again.
+      found.seen = line.corrected_at || null;
+      if (!found.editing && !found.busy) found.loadHistory();
+    }
+    return found.element;
   }
 
   // --- life cycle ------------------------------------------------------------------
@@ -149,6 +177,7 @@ export class NoteDesk {
   stop() {
     for (const item of this.items.values()) window.clearTimeout(item.timer);
     this.items.clear();
+    this.cardNotes.clear();
     this.staffId = null;
   }
 
@@ -246,6 +275,10 @@ export class NoteDesk {
     for (const item of this.items.values()) {
       translatePage(item.panel);
       this.refresh(item);
+      if (item.correction) item.correction.render();
+    }
+    for (const correction of this.cardNotes.values()) {
+      correction.render();
     }
   }
 
@@ -381,6 +414,7 @@ export class NoteDesk {
       inflight: false,
       timer: null,
       saved: null,
+      correction: null, // the saved note's NoteCorrection
       confirming: false,
       panel: null,
       fields: null,
@@ -622,10 +656,14 @@ export class NoteDesk {
       );
     }
     const tags = Array.isArray(note.tags) ? note.tags : d.tags;
+    // The note as the server stored it can be corrected here (修正, 履歴).
+    const correctable = Number.isInteger(note.id) && typeof note.body === "string";
     const row = el("div", { className: "saved-note", attrs: { "data-testid": "saved-note" } }, [
-      el("div", { className: "saved-meta", text: meta.join(" ") }),
-      el("div", { className: "saved-body", text: typeof note.body === "string" ? note.body : d.body.trim() }),
+      correctable
+        ? (item.correction = new NoteCorrection({ api: this.api, note })).element
+        : el("div", { className: "saved-meta", text: meta.join(" ") }),
     ]);
+    if (!correctable) row.append(el("div", { className: "saved-body", text: d.body.trim() }));
     if (tags.length) {
       row.append(el("div", { className: "badges" }, tags.map((tag) => el("span", { className: "badge tag", text: tag }))));
     }
@@ -649,5 +687,240 @@ export class NoteDesk {
     const title = item.fields.title;
     item.fields = null;
     panel.replaceChildren(title, ...lines);
+  }
+}
+
+// --- a saved note, corrected in place ---------------------------------------------------
+
+let correctionCount = 0; // for element ids of their own
+
+/** "佐藤 健 2026-11-22 10:33": who and when, as one line of text. */
+function byAt(name, iso) {
+  return t("noteEdit.byAt", { name: name || t("noteEdit.someone"), date: formatDate(iso || ""), time: formatTime(iso || "") });
+}
+
+/**
+ * One saved note with 修正 (an inline editor: Ctrl+Enter saves through
+ * PATCH /api/notes/{id}, Esc cancels) and 履歴 (its earlier texts: who wrote each, who
+ * replaced it and when). Owns its element; the caller places it once and keeps it, so a
+ * redraw around it does not take the text box away. `note` is a NoteOut
+ * (docs/protocol.md); onSaved(note) after a correction the server confirmed.
+ */
+export class NoteCorrection {
+  /**
+   * `note` may also be a card's note line ({id, at, staff_name, body, corrected_at}, no
+   * `revisions`): its history is then read from GET /api/notes/{id}/revisions, at once
+   * when it was corrected (修正済み names who), else when 履歴 is first opened.
+   * `compact`: as a line of the card's 対応履歴 (who and when are on the line already).
+   */
+  constructor({ api, note, onSaved = () => {}, compact = false }) {
+    this.api = api;
+    this.note = note;
+    this.onSaved = onSaved;
+    this.compact = compact;
+    this.editing = false;
+    this.busy = false;
+    this.error = "";
+    this.historyOpen = false;
+    this.loading = false;
+    this.build();
+    this.render();
+    if (!Array.isArray(note.revisions) && note.corrected_at) this.loadHistory();
+  }
+
+  /** The earlier texts, from the server (a card's note line has none). */
+  async loadHistory() {
+    if (this.loading) return;
+    this.loading = true;
+    let answer = null;
+    try {
+      answer = await this.api("GET", `/api/notes/${encodeURIComponent(this.note.id)}/revisions`);
+    } catch {
+      answer = null;
+    }
+    this.loading = false;
+    if (answer && answer.status === 200 && answer.data && Array.isArray(answer.data.revisions)) {
+      const d = answer.data;
+      this.note = { ...this.note, body: d.body, staff_name: d.staff_name, at: d.at, revisions: d.revisions };
+    } else if (answer && answer.status === 404) {
+      this.error = t("noteEdit.gone");
+    }
+    this.render();
+  }
+
+  build() {
+    const id = this.note.id;
+    const base = `note-${id}-fix`; // data-key: the same on every redraw of a card
+    correctionCount += 1;
+    const uid = `${base}-${correctionCount}`; // element ids: one note may be on two cards
+    this.element = el("div", { className: "note-record", attrs: { "data-testid": "note-record", "data-note-id": String(id) } });
+    this.meta = el("div", { className: "note-record-meta" });
+    this.body = el("div", { className: "note-record-body", attrs: { "data-testid": "note-record-body" } });
+    this.corrected = el("div", { className: "note-corrected", attrs: { "data-testid": "note-corrected" } });
+    this.correctButton = el("button", {
+      className: "note-correct",
+      attrs: { type: "button", "data-key": `${base}-open`, "data-testid": "note-correct" },
+    });
+    this.historyButton = el("button", {
+      className: "note-history-toggle",
+      attrs: { type: "button", "data-key": `${base}-history`, "data-testid": "note-history-toggle", "aria-controls": `${uid}-history` },
+    });
+    this.actions = el("div", { className: "note-record-actions" }, [this.correctButton, this.historyButton]);
+    this.input = el("textarea", {
+      className: "note-input note-edit-input",
+      attrs: { id: `${uid}-text`, rows: 3, "data-key": `${base}-text`, "data-testid": "note-edit" },
+    });
+    this.inputLabel = el("label", { className: "visually-hidden", attrs: { for: this.input.id } });
+    this.saveButton = el("button", {
+      className: "primary note-edit-save",
+      attrs: { type: "button", "data-key": `${base}-save`, "data-testid": "note-edit-save" },
+    });
+    this.cancelButton = el("button", {
+      className: "note-edit-cancel",
+      attrs: { type: "button", "data-key": `${base}-cancel`, "data-testid": "note-edit-cancel" },
+    });
+    this.hint = el("span", { className: "note-shortcut" });
+    this.status = el("p", { className: "note-status", attrs: { role: "status", "data-testid": "note-edit-status" } });
+    this.editor = el("div", { className: "note-editor", attrs: { "data-testid": "note-editor" } }, [
+      this.inputLabel,
+      this.input,
+      el("div", { className: "note-actions" }, [this.saveButton, this.hint, this.cancelButton]),
+      this.status,
+    ]);
+    this.history = el("ol", { className: "note-history", attrs: { id: `${uid}-history`, "data-testid": "note-history" } });
+    this.element.append(this.meta, this.body, this.corrected, this.actions, this.editor, this.history);
+
+    this.correctButton.addEventListener("click", () => this.open());
+    this.historyButton.addEventListener("click", () => {
+      this.historyOpen = !this.historyOpen;
+      if (this.historyOpen && !Array.isArray(this.note.revisions)) this.loadHistory();
+      this.render();
+    });
+    this.saveButton.addEventListener("click", () => this.save());
+    this.cancelButton.addEventListener("click", () => this.cancel());
+    this.editor.addEventListener("keydown", (event) => {
+      if (event.isComposing) return; // an IME's Enter and Esc are the IME's
+      if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+        event.preventDefault();
+        this.save();
+      } else if (event.key === "Escape") {
+        event.preventDefault();
+        event.stopPropagation(); // not the board's Escape (it closes a card)
+        this.cancel();
+      }
+    });
+  }
+
+  open() {
+    if (this.editing) return;
+    this.editing = true;
+    this.error = "";
+    this.input.value = this.note.body || "";
+    this.render();
+    this.input.focus();
+  }
+
+  cancel() {
+    this.editing = false;
+    this.error = "";
+    this.render();
+    this.correctButton.focus();
+  }
+
+  async save() {
+    if (this.busy) return;
+    const body = this.input.value.trim();
+    if (!body) {
+      this.error = t("note.empty");
+      this.render();
+      return;
+    }
+    if (body === this.note.body) {
+      this.cancel();
+      return;
+    }
+    this.busy = true;
+    this.error = "";
+    this.render();
+    let answer = null;
+    try {
+      answer = await this.api("PATCH", `/api/notes/${encodeURIComponent(this.note.id)}`, { body });
+    } catch {
+      answer = null;
+    }
+    this.busy = false;
+    if (answer && answer.status === 200 && answer.data) {
+      this.note = answer.data;
+      this.editing = false;
+      this.render();
+      this.correctButton.focus();
+      this.onSaved(this.note);
+      return;
+    }
+    this.error = answer ? t("note.failed", { detail: detailText(answer.data, answer.status) }) : t("noteEdit.unreachable");
+    this.render();
+  }
+
+  /** The earlier versions, newest first: each with who wrote it and who replaced it. */
+  versions() {
+    const note = this.note;
+    const revisions = Array.isArray(note.revisions) ? note.revisions : [];
+    return revisions
+      .map((revision, i) => {
+        const before = i === 0 ? { staff_name: note.staff_name, at: note.at } : revisions[i - 1];
+        return { body: revision.body, wrote: before, replaced: revision };
+      })
+      .reverse();
+  }
+
+  render() {
+    const note = this.note;
+    const known = Array.isArray(note.revisions);
+    const revisions = known ? note.revisions : [];
+    const last = revisions[revisions.length - 1];
+    this.meta.hidden = this.compact;
+    this.meta.textContent = byAt(note.staff_name, note.at);
+    this.body.textContent = note.body || "";
+    this.corrected.hidden = !last && !note.corrected_at;
+    this.corrected.textContent = last
+      ? t("noteEdit.corrected", { who: byAt(last.staff_name, last.at) })
+      : note.corrected_at
+        ? t("noteEdit.corrected", { who: `${formatDate(note.corrected_at)} ${formatTime(note.corrected_at)}` })
+        : "";
+    this.correctButton.textContent = t("noteEdit.correct");
+    this.correctButton.hidden = this.editing;
+    this.historyButton.hidden = known ? revisions.length === 0 : !note.corrected_at;
+    this.historyButton.textContent = t(this.historyOpen ? "noteEdit.historyHide" : "noteEdit.history", {
+      count: known ? revisions.length : "…",
+    });
+    this.historyButton.setAttribute("aria-expanded", this.historyOpen ? "true" : "false");
+    this.editor.hidden = !this.editing;
+    this.body.hidden = this.editing;
+    this.inputLabel.textContent = t("noteEdit.label");
+    this.input.readOnly = this.busy;
+    this.saveButton.textContent = t(this.busy ? "note.saving" : "noteEdit.save");
+    this.saveButton.setAttribute("aria-disabled", this.busy ? "true" : "false");
+    this.cancelButton.textContent = t("noteEdit.cancel");
+    this.hint.textContent = t("noteEdit.shortcut");
+    this.status.textContent = this.error;
+    this.status.hidden = !this.error;
+    this.history.hidden = !this.historyOpen || revisions.length === 0;
+    this.element.classList.toggle("compact", this.compact);
+    this.history.setAttribute("aria-label", t("noteEdit.historyLabel"));
+    this.history.replaceChildren(
+      ...this.versions().map((version) =>
+        el("li", { className: "note-version", attrs: { "data-testid": "note-version" } }, [
+          el("div", { className: "note-version-body", text: version.body }),
+          el("div", {
+            className: "note-version-meta",
+            text: t("noteEdit.version", {
+              wrote: byAt(version.wrote.staff_name, version.wrote.at),
+              replaced: byAt(version.replaced.staff_name, version.replaced.at),
+            }),
+          }),
+        ]),
+      ),
+    );
+    this.element.dataset.corrected = last ? "true" : "false";
   }
 }

@@ -301,3 +301,41 @@ def test_a_handover_note_reaches_the_colleague(
     settle(suzuki)
     suzuki.screenshot(path=str(shots() / "handover.png"), animations="disabled")
     dial.finish(call, timeout=LONG_RING + 30)
+
+
+def test_without_presence_the_picker_lists_staff_from_the_server(
+    page: Any, service: Service, dial: Dialer
+) -> None:
+    """Trunk mode: the snapshot lists nobody, so the picker asks GET /api/staff."""
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if r.url.endswith("/api/staff") else None)
+    log_in(page, service, "sato")
+    number, name = ITO
+    call = dial.call(number, ring_seconds=LONG_RING)
+    card = active_card(page, name)
+    card.wait_for(timeout=RING_TIMEOUT_MS)
+    assert page.locator("[data-testid=staff-chip]").count() == 0
+    card.get_by_role("button", name="応答しました").click()
+    slot = page.locator(
+        "#active-list .call-slot", has=page.locator("[data-testid=call-card]", has_text=name)
+    )
+    form = slot.locator("[data-testid=handover-form]")
+    form.wait_for()
+    picker = form.locator("[data-testid=handover-to]")
+    picker.locator("option").first.wait_for(state="attached")
+    # Everyone active with an extension, by extension, never me; nothing known of phones.
+    assert picker.locator("option").all_inner_texts() == [
+        "高橋 誠 (内線 201) 不明",
+        "鈴木 美咲 (内線 204) 不明",
+    ]
+    assert picker.is_enabled()
+    assert asked, "the picker did not ask GET /api/staff"
+    suzuki = demo_staff(service)["suzuki"]["staff_id"]
+    picker.select_option(str(suzuki))
+    form.locator("[data-testid=handover-input]").fill(NOTE)
+    form.get_by_role("button", name="転送メモ").click()
+    form.locator("[data-testid=handover-status]", has_text="鈴木へ転送メモを送りました").wait_for()
+    line = card.locator("[data-testid=handover-line]")
+    line.wait_for()
+    assert line.inner_text() == "佐藤 → 鈴木へ転送"
+    dial.finish(call, timeout=LONG_RING + 30)

@@ -64,14 +64,13 @@ async def test_the_callers_number_names_the_call_and_the_hang_up_its_talk_time(
             "extension": "203",
             "how": "identity",
         }
-        # The PBX cancels callpop's ring leg once the phone answered; the talk goes on.
+        # The PBX cancels callpop's ring leg once the phone answered; the talk goes on
+        # (the call stays answered) until the phone hangs up.
         call.cancel(answered_elsewhere=True)
         await phone.response("INVITE", 487)
-        ended = await next_message(ws)
-        assert ended["type"] == "call.ended" and ended["call"]["talk_seconds"] is None
         calls.on_dialog(_change(SATO, _dialog("terminated"), "confirmed"), SATO)
         hung_up = await next_message(ws)
-        assert hung_up["type"] == "call.updated"
+        assert hung_up["type"] == "call.ended" and hung_up["call"]["outcome"] == "hangup"
         assert hung_up["call"]["talk_seconds"] is not None and hung_up["call"]["talk_seconds"] >= 0
         assert hung_up["call"]["answered_by"]["name"] == "佐藤 健"
     finally:
@@ -138,6 +137,8 @@ async def test_without_an_identity_only_one_call_cancelled_just_now_is_taken(
         answered = await next_message(ws)
         assert answered["call"]["id"] == call_id
         assert answered["call"]["answered_by"]["how"] == "time-window"
+        # Its ring leg was cancelled because 203 picked up: the talk is on, answered again.
+        assert answered["call"]["state"] == "answered" and answered["call"]["outcome"] is None
 
         # Two calls cancelled together: which one 204 took cannot be told, so nobody is named.
         unmatched = calls.dialogs_unmatched
@@ -152,7 +153,8 @@ async def test_without_an_identity_only_one_call_cancelled_just_now_is_taken(
         calls.on_dialog(_change(SUZUKI, _dialog("confirmed", dialog_id="204"), "early"), SUZUKI)
         assert calls.dialogs_unmatched == unmatched + 1
         snapshot_now = await live.services.hub.snapshot()
-        assert snapshot_now.calls == []
+        assert [entry.call.id for entry in snapshot_now.calls] == [call_id]  # 佐藤 talks
+        assert snapshot_now.calls[0].card is not None  # with the card it had when it rang
     finally:
         await context.__aexit__(None, None, None)
 
@@ -224,12 +226,12 @@ async def test_notify_bodies_become_the_answer_and_junk_is_counted(
         # A browser connecting now sees 佐藤 on a call in its snapshot.
         board = await live.services.hub.snapshot()
         assert [(s.extension, s.presence) for s in board.staff] == [("203", "busy")]
+        # The PBX cancels callpop's ring leg: the call stays answered until 203 hangs up.
         call.cancel(answered_elsewhere=True)
         await phone.response("INVITE", 487)
-        assert (await next_message(ws))["type"] == "call.ended"
         notify(_notify_body(2, "terminated", "0312345678"))
         got = {m["type"]: m for m in [await next_message(ws), await next_message(ws)]}
-        assert got["call.updated"]["call"]["talk_seconds"] is not None
+        assert got["call.ended"]["call"]["talk_seconds"] is not None
         assert got["staff.presence"]["staff"][0]["presence"] == "idle"
     finally:
         await context.__aexit__(None, None, None)
@@ -289,6 +291,26 @@ async def test_a_handover_note_follows_the_call_to_the_person_it_was_handed_to(
         assert ended["call"]["talk_seconds"] is not None
         call.cancel(answered_elsewhere=True)
         await phone.response("INVITE", 487)
+
+        # The call log keeps who answered first and who it was handed to, with the note.
+        async def logged() -> dict[str, Any] | None:
+            page = (await sato.get("/api/calls", params={"number": "0312345678"})).json()
+            found = [c for c in page["calls"] if c["id"] == call_id]
+            done = found and found[0]["handover"] and found[0]["handover"]["state"] == "answered"
+            return found[0] if done else None
+
+        record = await wait_for(logged, what="the hand-over in the call log")
+        assert record["answered_by"]["name"] == "鈴木 美咲"
+        assert record["handover"] == {
+            "from_staff_id": SATO.id,
+            "from_name": "佐藤 健",
+            "to_staff_id": SUZUKI.id,
+            "to_name": "鈴木 美咲",
+            "to_extension": "204",
+            "state": "answered",
+            "note": note,
+        }
+        assert record["routing"] is None
     finally:
         await context.__aexit__(None, None, None)
 
@@ -310,3 +332,33 @@ async def test_only_the_person_who_has_the_call_hands_it_over(live: Live, phone:
     assert nobody.status_code == 404
     call.cancel()
     await phone.response("INVITE", 487)
+
+
+@pytest.mark.asyncio
+async def test_an_answer_goes_to_the_call_still_ringing_not_to_the_one_given_up_before(
+    live: Live, phone: Phone
+) -> None:
+    """The caller gave up, then called again within minutes: the phone answered the
+    second call, not the missed one before it."""
+    context, ws = await _watching(live)
+    try:
+        calls = live.services.calls
+        first = SipCall(phone, "0312345678")
+        first.invite()
+        first_id = (await next_message(ws))["call"]["id"]
+        first.cancel()  # the caller hung up while it rang: missed
+        await phone.response("INVITE", 487)
+        assert (await next_message(ws))["call"]["outcome"] == "abandoned"
+        again = SipCall(phone, "0312345678")
+        again.invite()
+        again_id = (await next_message(ws))["call"]["id"]
+        calls.on_dialog(
+            _change(SATO, _dialog("confirmed", remote="sip:0312345678@pbx"), None), SATO
+        )
+        answered = await next_message(ws)
+        assert answered["type"] == "call.answered"
+        assert answered["call"]["id"] == again_id != first_id
+        again.cancel(answered_elsewhere=True)
+        await phone.response("INVITE", 487)
+    finally:
+        await context.__aexit__(None, None, None)

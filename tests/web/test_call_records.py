@@ -70,6 +70,7 @@ async def test_the_log_pages_newest_first_and_finds_a_number_however_written(
     assert first["id"] == ids[0]
     assert first["caller_number"] == NUMBER and first["caller_national"] == "03-1111-2222"
     assert first["dialed_number"] == "+81335550100"
+    assert (first["dialed_national"], first["dialed_name"]) == ("03-3555-0100", "代表")
     assert first["answered_by"] == {"staff_id": 1, "name": "佐藤 健", "extension": "203"}
     assert (first["talk_seconds"], first["outcome"]) == (42, "hangup")
     assert first["started_at"].endswith("+09:00")

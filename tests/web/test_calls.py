@@ -127,6 +127,7 @@ async def test_invite_pops_the_customer_card_and_cancel_ends_it(live: Live, phon
                 "seq": ringing["seq"] + 1,
                 "calls": [],
                 "staff": [],
+                "questions": [],
             }
 
     row = await wait_for(
@@ -274,6 +275,10 @@ async def test_healthz_in_trunk_mode(live: Live, phone: Phone) -> None:
         "record_failures": 0,
         "lookup_timeouts": 0,
         "lookup_failures": 0,
+        "dialogs_matched": 0,
+        "dialogs_unmatched": 0,
+        "which_asked": 0,
+        "which_dropped": 0,
     }
     assert "山田" not in response.text  # no customer data
     await _ring_and_cancel(call, answered_elsewhere=False)

@@ -75,6 +75,7 @@ async def test_the_board_holds_active_calls_and_every_message_has_the_next_seq()
         "seq": 0,
         "calls": [],
         "staff": [],
+        "questions": [],
     }
     assert await hub.publish(_ringing("a")) == 1
     assert await hub.publish(_ringing("b")) == 2

@@ -185,6 +185,48 @@ async def test_a_correction_keeps_the_earlier_texts_and_who_changed_them(
     assert (await sato.patch(f"/api/notes/{saved['id']}", json={"body": ""})).status_code == 422
 
 
+async def test_the_revisions_route_reads_a_notes_history_oldest_first(live_web: Live) -> None:
+    sato = await live_web.login()
+    saved = (await sato.post("/api/notes", json=note(body="最初の文"))).json()
+    untouched = (await sato.get(f"/api/notes/{saved['id']}/revisions")).json()
+    assert untouched == {
+        "note_id": saved["id"],
+        "body": "最初の文",
+        "staff_name": "佐藤 健",
+        "at": saved["at"],
+        "revisions": [],
+    }
+    await sato.patch(f"/api/notes/{saved['id']}", json={"body": "二番目の文"})
+    await sato.patch(f"/api/notes/{saved['id']}", json={"body": "三番目の文\n二行目"})
+    history = (await sato.get(f"/api/notes/{saved['id']}/revisions")).json()
+    assert history["body"] == "三番目の文\n二行目"
+    assert [(r["body"], r["staff_name"]) for r in history["revisions"]] == [
+        ("最初の文", "佐藤 健"),
+        ("二番目の文", "佐藤 健"),
+    ]
+    assert history["revisions"][0]["at"].endswith("+09:00")
+    assert (await sato.get("/api/notes/999999/revisions")).status_code == 404
+    assert (await sato.get("/api/notes/0/revisions")).status_code == 422
+
+
+async def test_the_call_log_carries_each_calls_notes_with_their_history(live_web: Live) -> None:
+    client = await live_web.login()
+    call_id = add_call(live_web, caller="+81312345678", customer_id=YAMADA_ID)
+    saved = (
+        await client.post("/api/notes", json=note(call_id=call_id, body="一行目\n二行目"))
+    ).json()
+    await client.patch(f"/api/notes/{saved['id']}", json={"body": "直した一行目\n二行目"})
+    page = (await client.get("/api/calls", params={"number": "03-1234-5678"})).json()
+    [row] = [c for c in page["calls"] if c["id"] == call_id]
+    assert row["note_ids"] == [saved["id"]]
+    [shown] = row["notes"]
+    assert shown["body"] == "直した一行目\n二行目"
+    assert [r["body"] for r in shown["revisions"]] == ["一行目\n二行目"]
+    assert row["customer"] == {"id": YAMADA_ID, "name": "山田 太郎"}
+    # Calls without notes say so with an empty list, not null.
+    assert all(c["notes"] == [] for c in page["calls"] if c["id"] != call_id)
+
+
 async def test_a_new_note_is_first_on_the_callers_card(live_web: Live) -> None:
     client = await live_web.login()
     saved = await client.post("/api/notes", json=note(body="今日の電話: 雨樋の相談"))
@@ -193,6 +235,15 @@ async def test_a_new_note_is_first_on_the_callers_card(live_web: Live) -> None:
     [yamada] = [c for c in card["customers"] if c["id"] == YAMADA_ID]
     assert yamada["notes"][0]["body"] == "今日の電話: 雨樋の相談"
     assert yamada["notes"][0]["staff_name"] == "佐藤 健"
+    # The card's line names its note (修正 and 履歴 on the pop) and says when it was corrected.
+    assert yamada["notes"][0]["id"] == saved.json()["id"]
+    assert yamada["notes"][0]["corrected_at"] is None
+    await client.patch(f"/api/notes/{saved.json()['id']}", json={"body": "雨樋と屋根の相談"})
+    card = (await client.get("/api/lookup", params={"number": "03-1234-5678"})).json()
+    [yamada] = [c for c in card["customers"] if c["id"] == YAMADA_ID]
+    assert yamada["notes"][0]["body"] == "雨樋と屋根の相談"
+    assert yamada["notes"][0]["corrected_at"].endswith("+09:00")
+    assert all(n["corrected_at"] is None for n in yamada["notes"][1:])
 
 
 async def test_a_note_on_a_call_takes_the_calls_customer(live_web: Live) -> None:
@@ -302,6 +353,7 @@ async def test_a_new_customer_from_a_call_pops_on_the_next_call(live: Live, phon
 ROUTES = [
     ("POST", "/api/notes", note()),
     ("PATCH", "/api/notes/1", {"body": "x"}),
+    ("GET", "/api/notes/1/revisions", None),
     ("GET", "/api/calls", None),
     ("GET", "/api/calls/missed", None),
     ("POST", "/api/calls/missed/resolve", {"call_ids": ["a"], "status": "no_action"}),

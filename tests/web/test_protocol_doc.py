@@ -24,11 +24,13 @@ EXAMPLE = re.compile(r"<!-- model: (\w+) -->\s*```json\n(.*?)```", re.DOTALL)
 ADAPTERS: dict[str, TypeAdapter[Any]] = {
     "BoardMessage": messages.board_message,
     "StaffOut": TypeAdapter(schemas.StaffOut),
+    "StaffList": TypeAdapter(schemas.StaffList),
     "Health": TypeAdapter(schemas.Health),
     "CustomerOut": TypeAdapter(schemas.CustomerOut),
     "NoteIn": TypeAdapter(schemas.NoteIn),
     "NoteOut": TypeAdapter(schemas.NoteOut),
     "NoteCorrectionIn": TypeAdapter(schemas.NoteCorrectionIn),
+    "NoteRevisionsOut": TypeAdapter(schemas.NoteRevisionsOut),
     "CallPage": TypeAdapter(schemas.CallPage),
     "MissedList": TypeAdapter(schemas.MissedList),
     "MissedResolveIn": TypeAdapter(schemas.MissedResolveIn),
@@ -73,6 +75,7 @@ def test_every_message_type_has_an_example() -> None:
         "call.answered",
         "call.ended",
         "staff.presence",
+        "call.which",
     }
 
 
