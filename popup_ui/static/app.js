@@ -24,7 +24,7 @@ import { callerSummary, renderCall } from "./card.js";
 import { MissedCalls } from "./missed.js";
 import { CallLogView } from "./calllog.js";
 import { WhichPrompts } from "./which.js";
-import { NoteDesk } from "./notes.js";
+import { NoteDesk, talkOver } from "./notes.js";
 import { familyName, renderStaffStrip } from "./presence.js";
 import { HandoverForms } from "./handover.js";
 
@@ -374,7 +374,8 @@ function drawCall(id) {
   let opened = false;
   if (entry && isMine(entry)) {
     opened = desk.open(entry);
-    desk.sync(entry);
+    // The call just ended: the cursor goes to its note too, as when the form opened.
+    if (desk.sync(entry)) opened = true;
   }
   const place = placeOf(id);
   let slot = views.get(id);
@@ -410,8 +411,9 @@ function drawCall(id) {
   // note form (which joins the card), else under the card. Moved only when out of place,
   // so focus in it survives.
   const card = slot.querySelector(":scope > [data-testid=call-card]");
+  const on = entry && !talkOver(entry.call); // a call whose talk ended is handed to nobody
   const form =
-    entry && card && place === "main" && isMine(entry) ? forms.panel(entry, board.staffList(), state.me.id) : null;
+    on && card && place === "main" && isMine(entry) ? forms.panel(entry, board.staffList(), state.me.id) : null;
   for (const stale of slot.querySelectorAll(":scope > .handover-form")) {
     if (stale !== form) stale.remove();
   }

@@ -10,7 +10,7 @@
 import { t } from "./i18n.js";
 import { el, routingText } from "./card.js";
 import { formatDate, formatTime } from "./format.js";
-import { NoteCorrection } from "./notes.js";
+import { NoteCorrection, talkText } from "./notes.js";
 
 export const PAGE_SIZE = 20;
 const DAY_MS = 24 * 60 * 60 * 1000;
@@ -19,14 +19,6 @@ const DAY_MS = 24 * 60 * 60 * 1000;
 function nextDay(day) {
   const at = Date.parse(`${day}T00:00:00Z`);
   return Number.isNaN(at) ? null : new Date(at + DAY_MS).toISOString().slice(0, 10);
-}
-
-/** 3分12秒 (or 45秒), from seconds. */
-export function talkText(seconds) {
-  if (!Number.isInteger(seconds) || seconds < 0) return "";
-  const minutes = Math.floor(seconds / 60);
-  const rest = seconds % 60;
-  return minutes ? t("calllog.minSec", { min: minutes, sec: rest }) : t("calllog.sec", { sec: rest });
 }
 
 /**

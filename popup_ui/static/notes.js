@@ -94,10 +94,38 @@ function contextOf(entry) {
     summary: callerSummary(entry),
     customer_id: customer ? customer.id ?? null : null,
     customer_name: customer ? customer.name : null,
+    // The header says 通話中 while the PBX reports the talk, then its talk time; a
+    // claimed call's talk is not seen (null): neither.
+    talk: talkOver(call) ? "over" : talkSeen(call) ? "on" : null,
+    talk_seconds: Number.isInteger(call.talk_seconds) ? call.talk_seconds : null,
     // Unknown caller: the form offers to register the number as a new customer.
     unknown:
       list.length === 0 && !caller.withheld && !NOT_A_CUSTOMER.has(status) && Boolean(caller.number || caller.raw),
   };
+}
+
+/**
+ * The talk is over: the call ended and callpop knows it was the talk that ended. A call
+ * claimed with 応答しました (no dialog events from the PBX) "ends" when callpop's own
+ * ring leg does, usually the moment someone picks up, while the talk goes on.
+ */
+export function talkOver(call) {
+  if (!call || call.state !== "ended") return false;
+  return !(call.answered_by && call.answered_by.how === "claimed");
+}
+
+/** The PBX's dialog events report this call's talk, and it goes on. */
+function talkSeen(call) {
+  const by = call && call.answered_by;
+  return Boolean(by && by.how !== "claimed" && call.state !== "ended");
+}
+
+/** 3分12秒 (or 45秒), from seconds; "" when not known. */
+export function talkText(seconds) {
+  if (!Number.isInteger(seconds) || seconds < 0) return "";
+  const minutes = Math.floor(seconds / 60);
+  const rest = seconds % 60;
+  return minutes ? t("calllog.minSec", { min: minutes, sec: rest }) : t("calllog.sec", { sec: rest });
 }
 
 /** The detail of an error answer as text (FastAPI's 422 detail is a list). */
@@ -252,16 +280,21 @@ export class NoteDesk {
     return true;
   }
 
-  /** The card changed (a card arrived late, another customer picked): follow it. */
+  /**
+   * The card changed (a card arrived late, another customer picked, the call ended):
+   * follow it. True when the call ended just now, so the page puts the cursor in the
+   * form (the moment the call ends is when the note gets written).
+   */
   sync(entry) {
     const item = this.items.get(entry.call.id);
-    if (!item || item.status === "saved" || item.draft.sending) return;
+    if (!item || item.status === "saved" || item.draft.sending) return false;
     const context = contextOf(entry);
-    const before = JSON.stringify(item.draft.context);
-    if (JSON.stringify(context) === before) return;
+    const before = item.draft.context || {};
+    if (JSON.stringify(context) === JSON.stringify(before)) return false;
     item.draft.context = context;
     this.persist(item);
     this.refresh(item);
+    return context.talk === "over" && before.talk !== "over";
   }
 
   /** Put the cursor in the text box of the call's form. */
@@ -604,9 +637,10 @@ export class NoteDesk {
     const c = d.context;
     const who = c.customer_name ? t("honorific", { name: c.customer_name }) : c.number || c.summary || t("status.noNumber");
     f.title.querySelector(".note-who").textContent = who;
-    f.title.querySelector(".note-when").textContent = c.started_at
-      ? t("note.callAt", { date: formatDate(c.started_at), time: formatTime(c.started_at) })
-      : "";
+    const when = c.started_at ? t("note.callAt", { date: formatDate(c.started_at), time: formatTime(c.started_at) }) : "";
+    const talk = talkText(c.talk_seconds);
+    const length = talk ? t("note.talk", { talk }) : c.talk === "on" ? t("note.talking") : "";
+    f.title.querySelector(".note-when").textContent = [when, length].filter(Boolean).join(" · ");
     const locked = this.locked(item);
     f.body.readOnly = locked;
     for (const field of [f.follow, f.newName, f.newFurigana]) field.readOnly = locked;

@@ -35,6 +35,7 @@ else to test-artifacts/.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -182,7 +183,9 @@ def test_answered_at_the_desk_phone_the_note_survives_a_reload_and_a_restart(
     form.wait_for()
     call_id = form.get_attribute("data-call-id")
     assert form.locator("[data-testid=note-who]").inner_text() == f"{name} 様"
+    assert form.locator(".note-when").inner_text().endswith(" · 通話中")
     assert suzuki.locator("[data-testid=note-form]").count() == 0
+    sato.locator("[data-testid=handover-form]").wait_for()  # while the talk goes on
 
     # --- the caller hangs up ---------------------------------------------------------------
     tell(caller, recent_card(suzuki, name).first)
@@ -194,6 +197,10 @@ def test_answered_at_the_desk_phone_the_note_survives_a_reload_and_a_restart(
     card(sato, name).and_(sato.locator("[data-state=ended]")).wait_for(timeout=RING_TIMEOUT_MS)
     assert note_form(sato, name).is_visible()
     assert sato.evaluate("document.activeElement.dataset.testid") == "note-body"
+    # The header has the talk time now; nobody hands over a call that is over.
+    when = note_form(sato, name).locator(".note-when")
+    when.filter(has_text=re.compile(r" · 通話時間 (\d+分)?\d+秒$")).wait_for()
+    assert sato.locator("[data-testid=handover-form]").count() == 0
     assert suzuki.locator("[data-testid=note-form]").count() == 0
 
     # --- type, reload mid-typing: the draft comes back --------------------------------------
