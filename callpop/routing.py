@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import get_args
 
 from lookup.card import CallerCard, CardStatus, DegradedReason
 from lookup.numbers import Numbering
@@ -32,17 +33,7 @@ from telephony.subscription import EXTENSION_PATTERN
 
 log = logging.getLogger("callpop.routing")
 
-ROUTING_REASONS: tuple[RoutingReason, ...] = (
-    "assignee-idle",
-    "assignee-busy",
-    "assignee-presence-unknown",
-    "unknown-caller",
-    "several-customers",
-    "no-assignee",
-    "lookup-timeout",
-    "degraded",
-    "deadline",
-)
+ROUTING_REASONS: tuple[RoutingReason, ...] = get_args(RoutingReason)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -9,7 +9,7 @@
 
 import { t } from "./i18n.js";
 import { el, routingText } from "./card.js";
-import { formatDate, formatTime } from "./format.js";
+import { detailText, formatDate, formatTime } from "./format.js";
 import { NoteCorrection, talkText } from "./notes.js";
 
 export const PAGE_SIZE = 20;
@@ -63,16 +63,6 @@ function baseOutcome(call) {
     default:
       return String(call.outcome);
   }
-}
-
-function detailText(data, status) {
-  const detail = data && data.detail;
-  if (typeof detail === "string" && detail) return detail;
-  if (Array.isArray(detail)) {
-    const parts = detail.map((d) => (d && typeof d.msg === "string" ? d.msg : "")).filter(Boolean);
-    if (parts.length) return parts.join(" / ");
-  }
-  return `HTTP ${status}`;
 }
 
 export class CallLogView {

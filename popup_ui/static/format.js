@@ -4,7 +4,8 @@
 // instead of with toLocaleString/Intl, whose output depends on the browser's
 // locale data. Japan has kept UTC+9 without daylight saving since 1951, so a fixed
 // offset is exact. Money is ¥ with comma groups. Which number of a call to show
-// (the caller's, the office line's) is decided here too. Nothing here touches the DOM.
+// (the caller's, the office line's) is decided here too, and how an API error reads.
+// Nothing here touches the DOM.
 
 const TOKYO_OFFSET_MS = 9 * 60 * 60 * 1000;
 const DATE_ONLY = /^(\d{4})-(\d{2})-(\d{2})$/;
@@ -71,4 +72,15 @@ export function dialedLine(call) {
   const line = call && call.dialed_line;
   if (!line || typeof line !== "object") return "";
   return line.name || line.national || line.number || "";
+}
+
+/** The detail of an error answer as text (FastAPI's 422 detail is a list). */
+export function detailText(data, status) {
+  const detail = data && data.detail;
+  if (typeof detail === "string" && detail) return detail;
+  if (Array.isArray(detail)) {
+    const parts = detail.map((d) => (d && typeof d.msg === "string" ? d.msg : "")).filter(Boolean);
+    if (parts.length) return parts.join(" / ");
+  }
+  return `HTTP ${status}`;
 }

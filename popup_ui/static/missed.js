@@ -9,7 +9,7 @@
 
 import { t } from "./i18n.js";
 import { el } from "./card.js";
-import { formatDate, formatTime } from "./format.js";
+import { detailText, formatDate, formatTime } from "./format.js";
 
 const OPEN = new Set(["open", "missed", "unresolved", null, undefined]);
 
@@ -19,16 +19,6 @@ function isOpen(row) {
 
 function when(iso) {
   return { date: formatDate(iso || ""), time: formatTime(iso || "") };
-}
-
-function detailText(data, status) {
-  const detail = data && data.detail;
-  if (typeof detail === "string" && detail) return detail;
-  if (Array.isArray(detail)) {
-    const parts = detail.map((d) => (d && typeof d.msg === "string" ? d.msg : "")).filter(Boolean);
-    if (parts.length) return parts.join(" / ");
-  }
-  return `HTTP ${status}`;
 }
 
 export class MissedCalls {

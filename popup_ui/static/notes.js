@@ -15,7 +15,7 @@
 
 import { t, translatePage } from "./i18n.js";
 import { callerSummary, el, shownCustomer } from "./card.js";
-import { displayNumber, formatDate, formatTime } from "./format.js";
+import { detailText, displayNumber, formatDate, formatTime } from "./format.js";
 
 const DRAFT_PREFIX = "callpop.note.";
 const DONE_KEY = "callpop.notes.done";
@@ -126,17 +126,6 @@ export function talkText(seconds) {
   const minutes = Math.floor(seconds / 60);
   const rest = seconds % 60;
   return minutes ? t("calllog.minSec", { min: minutes, sec: rest }) : t("calllog.sec", { sec: rest });
-}
-
-/** The detail of an error answer as text (FastAPI's 422 detail is a list). */
-function detailText(data, status) {
-  const detail = data && data.detail;
-  if (typeof detail === "string" && detail) return detail;
-  if (Array.isArray(detail)) {
-    const parts = detail.map((d) => (d && typeof d.msg === "string" ? d.msg : "")).filter(Boolean);
-    if (parts.length) return parts.join(" / ");
-  }
-  return `HTTP ${status}`;
 }
 
 export class NoteDesk {
