@@ -76,6 +76,11 @@ class CustomerCard(_Frozen):
     assigned_staff: StaffRef | None = None
     transactions: list[TransactionLine] = Field(default_factory=list, description="newest first")
     notes: list[NoteLine] = Field(default_factory=list, description="newest first")
+    recent_staff: list[StaffRef] = Field(
+        default_factory=list,
+        description="who else handled this customer most recently (wrote the last notes), "
+        "newest first, the 担当者 left out",
+    )
     last_contact_at: datetime | None = None
     days_since_contact: int | None = None
     birthday_today: bool = False

@@ -60,6 +60,8 @@ _AnySelect = Select[*tuple[Any, ...]]
 
 # Dates ("today", birthdays, days since contact) are the office's dates.
 TOKYO = ZoneInfo("Asia/Tokyo")
+# Colleagues named when the 担当者 cannot take the call (from the notes already read).
+RECENT_STAFF = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +185,7 @@ class CallerLookup:
             if matches:
                 ids = [m.id for m in matches]
                 transactions = _transactions_of(connection, ids, self._history)
-                notes = _notes_of(connection, ids, self._history)
+                notes, writers = _notes_of(connection, ids, self._history)
                 customer_calls = _latest_call_per_customer(connection, ids, now)
                 if len(matches) == 1 and last_call_at is not None:
                     # A number of exactly one customer: its calls are that customer's
@@ -196,6 +198,7 @@ class CallerLookup:
                         m,
                         transactions=transactions.get(m.id, []),
                         notes=notes.get(m.id, []),
+                        writers=writers.get(m.id, []),
                         last_call_at=customer_calls.get(m.id),
                         today=today,
                     )
@@ -316,7 +319,11 @@ def _latest_notes(customers: int, history: int) -> _AnySelect:
                 _notes.created_at,
                 _notes.updated_at,
                 _notes.body,
+                _notes.staff_id,
                 _staff.name.label("staff_name"),
+                _staff.furigana.label("staff_furigana"),
+                _staff.extension.label("staff_extension"),
+                _staff.active.label("staff_active"),
             )
             .select_from(Note.__table__.outerjoin(Staff.__table__, _staff.id == _notes.staff_id))
             .where(_notes.customer_id == bindparam(f"c{n}"), _notes.deleted_at.is_(None))
@@ -384,12 +391,25 @@ def _transactions_of(
 
 def _notes_of(
     connection: Connection, customer_ids: list[int], history: int
-) -> dict[int, list[NoteLine]]:
+) -> tuple[dict[int, list[NoteLine]], dict[int, list[StaffRef]]]:
+    """Each customer's last notes, newest first, and the staff who wrote them: who
+    handled the customer most recently, newest first, each once (active staff only)."""
     statement = _latest_notes(len(customer_ids), history)
     rows = list(connection.execute(statement, _customer_params(customer_ids)))
     rows.sort(key=lambda row: (row.created_at, row.id), reverse=True)
     found: dict[int, list[NoteLine]] = {}
+    writers: dict[int, dict[int, StaffRef]] = {}
     for row in rows:
+        if row.staff_id is not None and row.staff_active:
+            writers.setdefault(row.customer_id, {}).setdefault(
+                row.staff_id,
+                StaffRef(
+                    id=row.staff_id,
+                    name=row.staff_name,
+                    furigana=row.staff_furigana,
+                    extension=row.staff_extension,
+                ),
+            )
         found.setdefault(row.customer_id, []).append(
             NoteLine(
                 at=_aware_local(row.created_at),
@@ -404,7 +424,7 @@ def _notes_of(
                 ),
             )
         )
-    return found
+    return found, {customer: list(staff.values()) for customer, staff in writers.items()}
 
 
 def _observe(work: asyncio.Future[CallerCard]) -> None:
@@ -436,6 +456,7 @@ def _customer_card(
     *,
     transactions: list[TransactionLine],
     notes: list[NoteLine],
+    writers: list[StaffRef],
     last_call_at: dt.datetime | None,
     today: dt.date,
 ) -> CustomerCard:
@@ -470,6 +491,8 @@ def _customer_card(
         ),
         transactions=transactions,
         notes=notes,
+        # Who else to name when the 担当者 cannot take the call now.
+        recent_staff=[w for w in writers if w.id != match.staff_id][:RECENT_STAFF],
         last_contact_at=_local(last_contact),
         days_since_contact=(
             (today - last_contact.astimezone(TOKYO).date()).days if last_contact else None

@@ -259,6 +259,33 @@ function badges(customer) {
   return row.childElementCount ? row : null;
 }
 
+/**
+ * 最近の対応: who else handled this customer lately (the card's recent_staff), each with
+ * their extension and presence, for when the 担当者 cannot take the call. Null when
+ * there is nobody to name (the person on the call is left out).
+ */
+function recentStaffLine(customer, handlers, answeredBy) {
+  const onCall = answeredBy && answeredBy.staff_id != null ? answeredBy.staff_id : null;
+  const staff = (Array.isArray(customer.recent_staff) ? customer.recent_staff : []).filter(
+    (s) => s && s.id !== onCall,
+  );
+  if (!staff.length) return null;
+  const line = el("div", { className: "assigned-others", attrs: { "data-testid": "recent-staff" } }, [
+    el("span", { className: "assigned-others-label", text: t("customer.recentStaff") }),
+  ]);
+  for (const s of staff) {
+    const item = el("span", { className: "assigned-other", attrs: { "data-staff-id": String(s.id) } }, [
+      el("span", {
+        text: s.extension ? t("customer.staffExt", { name: s.name, ext: s.extension }) : s.name,
+      }),
+    ]);
+    const presence = handlers.presenceOf ? handlers.presenceOf(s.id) : null;
+    if (presence) item.append(" ", presenceChip(presence, "recent-staff-presence"));
+    line.append(item);
+  }
+  return line;
+}
+
 function assignedPanel(entry, customer, handlers, { compact }) {
   const staff = customer.assigned_staff;
   if (!staff) {
@@ -290,6 +317,8 @@ function assignedPanel(entry, customer, handlers, { compact }) {
           attrs: { "data-testid": "assigned-warning" },
         }),
       );
+      const others = recentStaffLine(customer, handlers, by);
+      if (others) panel.append(others);
     }
   }
   if (ext && !compact && !theirs) {

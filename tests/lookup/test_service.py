@@ -125,6 +125,28 @@ def test_history_is_newest_first_and_limited(database: Database) -> None:
     assert [t.title for t in three.customers[0].transactions] == ["工事7", "工事6", "工事5"]
 
 
+def test_the_card_names_who_else_handled_the_customer_lately(database: Database) -> None:
+    """The last notes' writers, newest first, each once, without the 担当者 and without
+    staff who left: whom to name when the 担当者 cannot take the call."""
+    with database.session_factory() as session:
+        sato = add_staff(session, "佐藤 健", "203", "sato")
+        suzuki = add_staff(session, "鈴木 美咲", "204", "suzuki")
+        takahashi = add_staff(session, "高橋 誠", "201", "takahashi")
+        gone = add_staff(session, "田中 一郎", "205", "tanaka")
+        gone.active = False
+        yamada = add_customer(session, "山田 太郎", ("+81312345678", "自宅"), staff=sato)
+        for days, writer in ((1, gone), (2, sato), (3, takahashi), (4, suzuki), (5, takahashi)):
+            add_note(session, yamada, NOW - dt.timedelta(days=days), "対応", staff=writer)
+        session.commit()
+        ids = {s.name: s.id for s in (sato, suzuki, takahashi)}
+    card = CallerLookup(database.session_factory).card_for_number("0312345678", now=NOW)
+    [customer] = card.customers
+    assert [(s.id, s.name, s.extension) for s in customer.recent_staff] == [
+        (ids["高橋 誠"], "高橋 誠", "201"),
+        (ids["鈴木 美咲"], "鈴木 美咲", "204"),
+    ]
+
+
 def test_shared_family_landline(database: Database) -> None:
     with database.session_factory() as session:
         suzuki = add_staff(session, "鈴木 美咲", "204", "suzuki")
