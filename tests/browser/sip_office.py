@@ -347,8 +347,11 @@ def _udp_port_taken(port: int) -> bool:
     return False
 
 
-def start_office_kamailio(workdir: Path, host: str = "127.0.0.1") -> Kamailio:
-    """Kamailio with office.cfg: its own port in SELF_URI, pua's dbtext copy in workdir."""
+def start_office_kamailio(
+    workdir: Path, host: str = "127.0.0.1", config: Path = OFFICE_CFG
+) -> Kamailio:
+    """Kamailio with office.cfg (or ``config`` derived from it): its own port in
+    SELF_URI, pua's dbtext copy in workdir."""
     import shutil
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -361,7 +364,7 @@ def start_office_kamailio(workdir: Path, host: str = "127.0.0.1") -> Kamailio:
         host=host,
         port=port,
         workdir=workdir,
-        config=OFFICE_CFG,
+        config=config,
         children=2,
         defines=(f'SELF_URI="sip:{host}:{port}"', f'DBURL="text://{dbtext}"'),
     )
@@ -370,14 +373,14 @@ def start_office_kamailio(workdir: Path, host: str = "127.0.0.1") -> Kamailio:
 
 
 @contextlib.contextmanager
-def running_office(workdir: Path) -> Iterator[Office]:
-    """The whole office, up: Kamailio, callpop registered and watching, 203 and 204
-    registered. Everything is ended by its PID on the way out."""
+def running_office(workdir: Path, config: Path = OFFICE_CFG) -> Iterator[Office]:
+    """The whole office, up: Kamailio (office.cfg, or ``config``), callpop registered and
+    watching, 203 and 204 registered. Everything is ended by its PID on the way out."""
     from tests.web.conftest import seed
 
     db_path = workdir / "callpop.db"
     demo = seed(f"sqlite:///{db_path}")
-    kamailio = start_office_kamailio(workdir / "kamailio")
+    kamailio = start_office_kamailio(workdir / "kamailio", config=config)
     office = Office(
         workdir=workdir,
         kamailio=kamailio,
