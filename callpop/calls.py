@@ -45,6 +45,7 @@ from lookup.service import Lookup
 from popup_ui.context import CallNotFound, CallNotYours, CallTaken
 from popup_ui.hub import Hub
 from popup_ui.messages import (
+    REANSWERABLE,
     AnsweredBy,
     Call,
     CallAnsweredMessage,
@@ -168,10 +169,11 @@ def _only_customer(card: CallerCard) -> int | None:
 
 
 def _ring_leg_just_cancelled(call: Call, now: datetime) -> bool:
-    """callpop's ring leg ended as answered elsewhere a moment ago (a ring-all group)."""
+    """callpop's ring leg was cancelled a moment ago (a ring-all group): as answered
+    elsewhere, or without ``Reason: SIP;cause=200`` by a PBX that does not send it."""
     return (
         call.state is CallState.ENDED
-        and call.outcome == "answered_elsewhere"
+        and call.outcome in REANSWERABLE
         and call.ended_at is not None
         and abs(now - call.ended_at) <= CANCEL_MATCH_WINDOW
     )

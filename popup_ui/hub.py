@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from popup_ui.messages import (
+    REANSWERABLE,
     BoardEntry,
     BoardSnapshot,
     CallAnsweredMessage,
@@ -69,10 +70,11 @@ DEFAULT_STALL_SECONDS = 15.0
 # call service closes the oldest before it asks more (callpop.calls.OPEN_QUESTIONS).
 QUESTIONS_LIMIT = 100
 
-# Cards of calls that just left the board as answered elsewhere, kept for a call that
-# comes back: in a ring-all group callpop's leg is cancelled when a watched phone answers,
-# and the call.answered that follows puts the call back, answered (callpop.calls). Only
-# the last few seconds' matter; past the limit the oldest go first (routine, not logged).
+# Cards of calls that just left the board cancelled (answered elsewhere, or abandoned by
+# a PBX that sends no Reason), kept for a call that comes back: in a ring-all group
+# callpop's leg is cancelled when a watched phone answers, and the call.answered that
+# follows puts the call back, answered (callpop.calls). Only the last few seconds'
+# matter; past the limit the oldest go first (routine, not logged).
 ENDED_CARDS_LIMIT = 200
 
 # WebSocket close code for a subscriber dropped for being too slow (RFC 6455 §7.4.1
@@ -309,7 +311,7 @@ class InProcessHub:
             self._board[call.id] = BoardEntry(call=call, card=message.card)
         elif isinstance(message, CallEndedMessage):
             ended = self._board.pop(call.id, None)
-            if ended is not None and call.outcome == "answered_elsewhere":
+            if ended is not None and call.outcome in REANSWERABLE:
                 self._ended_cards[call.id] = ended
                 if len(self._ended_cards) > ENDED_CARDS_LIMIT:
                     del self._ended_cards[next(iter(self._ended_cards))]

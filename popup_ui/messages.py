@@ -105,6 +105,12 @@ class Routing(_Wire):
     decided_at: Timestamp
 
 
+# Outcomes of callpop's ring leg after which a watched phone's answer (within seconds)
+# brings the call back, answered: the leg cancelled as answered elsewhere, or cancelled
+# without a Reason by a PBX that does not say why (docs/protocol.md, call.answered).
+REANSWERABLE = frozenset({"answered_elsewhere", "abandoned"})
+
+
 class Call(_Wire):
     id: str = Field(description="callpop's call id (uuid4 hex)")
     sip_call_id: str

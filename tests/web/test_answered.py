@@ -362,3 +362,34 @@ async def test_an_answer_goes_to_the_call_still_ringing_not_to_the_one_given_up_
         await phone.response("INVITE", 487)
     finally:
         await context.__aexit__(None, None, None)
+
+
+@pytest.mark.asyncio
+async def test_a_pbx_that_cancels_without_a_reason_still_gets_its_answer(
+    live: Live, phone: Phone
+) -> None:
+    """The ring leg is CANCELled with no ``Reason: SIP;cause=200`` (abandoned, as far as
+    callpop's leg knows), and a moment later 203's NOTIFY says it answered this caller:
+    the call comes back answered, with its card, and the hang-up ends it as a talk."""
+    context, ws = await _watching(live)
+    try:
+        calls = live.services.calls
+        call = SipCall(phone, "0312345678")
+        call.invite()
+        call_id = (await next_message(ws))["call"]["id"]
+        call.cancel()
+        await phone.response("INVITE", 487)
+        assert (await next_message(ws))["call"]["outcome"] == "abandoned"
+        caller = "sip:0312345678@pbx"
+        calls.on_dialog(_change(SATO, _dialog("confirmed", remote=caller), "early"), SATO)
+        answered = await next_message(ws)
+        assert answered["call"]["id"] == call_id
+        assert answered["call"]["state"] == "answered" and answered["call"]["outcome"] is None
+        [entry] = (await live.services.hub.snapshot()).calls
+        assert entry.call.id == call_id and entry.card is not None
+        calls.on_dialog(_change(SATO, _dialog("terminated", remote=caller), "confirmed"), SATO)
+        ended = await next_message(ws)
+        assert ended["type"] == "call.ended" and ended["call"]["outcome"] == "hangup"
+        assert ended["call"]["talk_seconds"] is not None
+    finally:
+        await context.__aexit__(None, None, None)
