@@ -138,11 +138,29 @@ class StaffSession(Base):
 
 class Customer(Timestamped, SoftDeleted, Base):
     __tablename__ = "customers"
+    __table_args__ = (
+        # The office's own customer number: optional, unique where set (re-imports match on it).
+        Index(
+            "ix_customers_code",
+            "code",
+            unique=True,
+            sqlite_where=text("code IS NOT NULL"),
+            postgresql_where=text("code IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str | None] = mapped_column(String(32), default=None)
     name: Mapped[str] = mapped_column(String(200))
     furigana: Mapped[str | None] = mapped_column(String(200))
+    honorific: Mapped[str | None] = mapped_column(String(16), default=None)  # 様 / 御中 …
     company: Mapped[str | None] = mapped_column(String(200))
+    department: Mapped[str | None] = mapped_column(String(200), default=None)
+    postal_code: Mapped[str | None] = mapped_column(String(16), default=None)
+    address: Mapped[str | None] = mapped_column(Text, default=None)
+    email: Mapped[str | None] = mapped_column(String(254), default=None)
+    # 連絡可能な時間帯, as the office writes it ("平日 10-17時").
+    contact_hours: Mapped[str | None] = mapped_column(String(200), default=None)
     rank: Mapped[str | None] = mapped_column(String(16))
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     preferences: Mapped[str | None] = mapped_column(Text)

@@ -34,7 +34,7 @@ def check_migrated(url: str) -> None:
         migrate(engine)  # running again at the next start-up is a no-op
         with engine.connect() as connection:
             assert set(inspect(connection).get_table_names()) == EXPECTED_TABLES
-            assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0004"
+            assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0005"
             # The migration and the models describe the same schema (no autogenerate diff).
             diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
             assert diff == []
