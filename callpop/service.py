@@ -27,6 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from callpop.backup import BackupStatus, parse_daily_at, run_daily
 from callpop.calllog import CallLog, DatabaseFile, journal_path_for
 from callpop.calls import CallService, StaffOnExtension
 from callpop.dialogs import DialogRouter, StaffWatch, wanted_extensions
@@ -52,6 +53,7 @@ from popup_ui.context import StartupError, WebConfig, WebServices
 from popup_ui.hub import InProcessHub
 from popup_ui.schemas import (
     AuthHealth,
+    BackupHealth,
     CallLogHealth,
     CallLogWriterHealth,
     DatabaseHealth,
@@ -189,6 +191,8 @@ class Runtime:
     # Re-read the staff list now (after a change made in this process), not at the next
     # sip.staff_refresh_seconds.
     refresh_staff: Callable[[], None] = lambda: None
+    # The daily backup's outcome ([backup]); disabled when [backup] dir is empty.
+    backup: BackupStatus = field(default_factory=BackupStatus)
 
     async def health(self, *, auth: AuthHealth | None = None) -> Health:
         """/healthz; ``auth`` is the web side's login and session counters."""
@@ -224,6 +228,12 @@ class Runtime:
             auth=auth or AuthHealth(),
             call_log=self._call_log_health(),
             http=self._http_health(),
+            backup=BackupHealth(
+                enabled=self.backup.enabled,
+                last_ok_at=self.backup.last_ok_at,
+                last_error=self.backup.last_error,
+                failures=self.backup.failures,
+            ),
         )
 
     def _http_health(self) -> HttpHealth:
@@ -315,6 +325,8 @@ async def running(
     call_log: CallLog | None = None
     watcher: asyncio.Task[None] | None = None
     staff_follower: asyncio.Task[None] | None = None
+    backups: asyncio.Task[None] | None = None
+    backup_status = BackupStatus()
     try:
         session_factory = make_session_factory(engine)
         call_log = open_call_log(settings, session_factory, database_file)
@@ -363,6 +375,17 @@ async def running(
                 staff_follower = asyncio.get_running_loop().create_task(
                     follow_staff(session_factory, settings, staff_watch, staff_wake)
                 )
+        if settings.backup.dir:
+            backups = asyncio.get_running_loop().create_task(
+                run_daily(
+                    settings.database.url,
+                    Path(settings.backup.dir).expanduser(),
+                    daily_at=parse_daily_at(settings.backup.daily_at),
+                    keep=settings.backup.keep,
+                    status=backup_status,
+                    now=lambda: datetime.now(TOKYO),
+                )
+            )
         try:
             runtime = Runtime(
                 settings=settings,
@@ -380,6 +403,7 @@ async def running(
                 router=router,
                 staff_watch=staff_watch,
                 refresh_staff=staff_wake.set,
+                backup=backup_status,
             )
             _say_started(runtime)
             yield runtime
@@ -393,6 +417,9 @@ async def running(
             await calls.close()
             await hub.close()
     finally:
+        if backups is not None:
+            backups.cancel()
+            await asyncio.wait({backups})
         if watcher is not None:
             watcher.cancel()
             await asyncio.wait({watcher})

@@ -128,6 +128,15 @@ class RoutingSettings(_Section):
     decision_deadline: float = Field(default=0.5, gt=0, le=5.0)
 
 
+class BackupSettings(_Section):
+    # Directory of the daily backups; empty = no daily backup (``callpop backup`` still works).
+    dir: str = ""
+    # Wall-clock time (Asia/Tokyo) of the daily backup, "HH:MM".
+    daily_at: str = Field(default="03:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    # Daily backups kept; older ones in ``dir`` are removed after each new one.
+    keep: int = Field(default=7, ge=1, le=1000)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CALLPOP_", env_nested_delimiter="__", extra="forbid"
@@ -140,6 +149,7 @@ class Settings(BaseSettings):
     ui: UiSettings = Field(default_factory=UiSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    backup: BackupSettings = Field(default_factory=BackupSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -98,3 +98,17 @@ def test_routed_lines_load_and_a_bad_deadline_names_its_key(tmp_path: Path) -> N
     config.write_text("[routing]\ndecision_deadline = 0\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="routing.decision_deadline"):
         load_settings(config)
+
+
+def test_backup_section_defaults_and_a_bad_time_names_its_key(tmp_path: Path) -> None:
+    example = load_settings(EXAMPLE).backup
+    assert (example.dir, example.daily_at, example.keep) == ("", "03:00", 7)  # off by default
+    config = tmp_path / "backup.toml"
+    config.write_text('[backup]\ndir = "b"\ndaily_at = "23:30"\nkeep = 30\n', encoding="utf-8")
+    assert load_settings(config).backup.keep == 30
+    config.write_text('[backup]\ndaily_at = "3:00"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="backup.daily_at"):
+        load_settings(config)
+    config.write_text("[backup]\nkeep = 0\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="backup.keep"):
+        load_settings(config)
