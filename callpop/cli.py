@@ -1,4 +1,5 @@
-"""The ``callpop`` command line: serve, demo, call, explain-invite, explain-notify, lookup, user.
+"""The ``callpop`` command line: serve, demo, call, explain-invite, explain-notify, lookup,
+import, export, backup, restore, user.
 
 This module only parses arguments, builds settings and calls into the parts; it
 holds no protocol or database logic of its own. Exit codes: 0 success, 1 runtime
@@ -131,6 +132,49 @@ def build_parser() -> argparse.ArgumentParser:
     lookup.add_argument("--config", type=Path)
     lookup.set_defaults(func=cmd_lookup)
 
+    imp = sub.add_parser("import", help="bring records in from a CSV file saved by Excel")
+    imp_sub = imp.add_subparsers(dest="import_what", required=True, metavar="WHAT")
+    imp_customers = imp_sub.add_parser(
+        "customers", help="create or update customers from a CSV file (all rows or none)"
+    )
+    imp_customers.add_argument("file", type=Path)
+    imp_customers.add_argument(
+        "--encoding", choices=["auto", "utf-8", "utf-8-sig", "cp932"], default="auto"
+    )
+    imp_customers.add_argument(
+        "--mapping", type=Path, help='TOML file: [columns] "header" = "field", for other layouts'
+    )
+    imp_customers.add_argument(
+        "--dry-run", action="store_true", help="check every row and report; write nothing"
+    )
+    imp_customers.add_argument("--json", action="store_true", help="print the report as JSON")
+    imp_customers.add_argument("--config", type=Path)
+    imp_customers.set_defaults(func=cmd_import_customers)
+
+    exp = sub.add_parser("export", help="write records to a CSV file that Excel opens")
+    exp_sub = exp.add_subparsers(dest="export_what", required=True, metavar="WHAT")
+    exp_customers = exp_sub.add_parser(
+        "customers", help="every customer, in the columns the import reads"
+    )
+    exp_customers.add_argument("file", type=Path)
+    exp_customers.add_argument("--encoding", choices=["utf-8-sig", "cp932"], default="utf-8-sig")
+    exp_customers.add_argument("--config", type=Path)
+    exp_customers.set_defaults(func=cmd_export_customers)
+
+    backup = sub.add_parser(
+        "backup", help="copy the configured database to PATH (online: callpop may be running)"
+    )
+    backup.add_argument("path", type=Path, help="the backup file to write (replaced atomically)")
+    backup.add_argument("--config", type=Path)
+    backup.set_defaults(func=cmd_backup)
+
+    restore = sub.add_parser(
+        "restore", help="replace the configured database with a backup (stop callpop first)"
+    )
+    restore.add_argument("path", type=Path, help="a file written by callpop backup")
+    restore.add_argument("--config", type=Path)
+    restore.set_defaults(func=cmd_restore)
+
     user = sub.add_parser("user", help="manage staff accounts")
     user_sub = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
     add = user_sub.add_parser("add", help="add a staff member who can log in")
@@ -226,6 +270,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"  Login:     {kept.login} / {kept.password} (the database of an earlier demo "
             "is kept: unless a password was changed there)"
         )
+    admin = next(account for account in DEMO_ACCOUNTS if account.role == "admin")
+    lines.append(f"  Admin:     {admin.login} / {admin.password} (manages staff accounts)")
     call = _own_command()
     if args.sip_port != DEFAULT_DEMO_SIP_PORT or args.host != "127.0.0.1":
         call += f" --to {host}:{args.sip_port}"
@@ -436,6 +482,131 @@ def cmd_lookup(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- import / export customers ------------------------------------------------------
+
+
+def cmd_import_customers(args: argparse.Namespace) -> int:
+    """Exit 0: imported (or would be); 1: row errors, nothing written; 2: unreadable file."""
+    from callpop.service import numbering_of
+    from db.customer_import import (
+        ImportFileError,
+        decode,
+        import_customers,
+        load_mapping,
+        read_bounded,
+    )
+    from db.engine import make_engine, make_session_factory, migrate
+
+    settings = load_settings(args.config)
+    numbering = numbering_of(settings)
+    try:
+        mapping = load_mapping(args.mapping) if args.mapping else None
+        text = decode(read_bounded(args.file), args.encoding)
+    except OSError as exc:
+        raise CliError(f"{args.file}: {exc.strerror or exc}", code=2) from exc
+    except ImportFileError as exc:
+        raise CliError(f"{args.file}: {exc}", code=2) from exc
+    engine = make_engine(settings.database.url)
+    try:
+        migrate(engine)
+        with make_session_factory(engine)() as session:
+            try:
+                report = import_customers(
+                    session, text, numbering=numbering, mapping=mapping, write=not args.dry_run
+                )
+            except ImportFileError as exc:
+                raise CliError(f"{args.file}: {exc}", code=2) from exc
+            if report.errors or args.dry_run:
+                session.rollback()
+            else:
+                session.commit()
+    finally:
+        engine.dispose()
+    if args.json:
+        print(json.dumps(report.as_dict(), ensure_ascii=False))
+    else:
+        _print_import_report(report, dry_run=args.dry_run)
+    return 1 if report.errors else 0
+
+
+def _print_import_report(report: Any, *, dry_run: bool) -> None:
+    for error in report.errors:
+        where = f"line {error['line']}" + (f", {error['column']}" if error["column"] else "")
+        print(f"{where}: {error['message']}")
+    shown = 20  # every repair is in --json; a terminal gets the first ones
+    for fix in report.repaired[:shown]:
+        print(f"line {fix['line']}: {fix['from']} read as {fix['to']} (leading 0 restored)")
+    if len(report.repaired) > shown:
+        print(f"… {len(report.repaired) - shown} more numbers read with their leading 0")
+    counts = (
+        f"{report.rows} rows: {report.created} new, {report.updated} updated,"
+        f" {report.unchanged} unchanged"
+    )
+    if report.errors:
+        print(f"{len(report.errors)} errors; nothing written ({counts} without them)")
+    elif dry_run:
+        print(f"dry run, nothing written: {counts}")
+    else:
+        print(f"imported {counts}")
+
+
+def cmd_export_customers(args: argparse.Namespace) -> int:
+    from callpop.service import numbering_of
+    from db.customer_import import export_customers
+    from db.engine import make_engine, make_session_factory, migrate
+
+    settings = load_settings(args.config)
+    numbering = numbering_of(settings)
+    engine = make_engine(settings.database.url)
+    try:
+        migrate(engine)
+        with make_session_factory(engine)() as session:
+            try:
+                data = export_customers(session, numbering, args.encoding)
+            except ValueError as exc:
+                raise CliError(str(exc), code=1) from exc
+    finally:
+        engine.dispose()
+    partial = args.file.with_name(args.file.name + ".partial")
+    try:
+        partial.write_bytes(data)
+        partial.replace(args.file)  # a reader never sees half a file
+    except OSError as exc:
+        raise CliError(f"{args.file}: {exc.strerror or exc}", code=2) from exc
+    print(f"exported customers to {args.file}")
+    return 0
+
+
+# --- backup / restore --------------------------------------------------------------
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    """The database as it is, schema too: an older one stays older (restore migrates)."""
+    from callpop.backup import BackupError, backup_database
+
+    settings = load_settings(args.config)
+    try:
+        result = backup_database(settings.database.url, args.path)
+    except BackupError as exc:
+        raise CliError(str(exc), code=exc.code) from exc
+    except OSError as exc:
+        raise CliError(f"{args.path}: {exc.strerror or exc}") from exc
+    print(f"backup written: {result.path} ({result.size} bytes)")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from callpop.backup import BackupError, restore_database
+
+    settings = load_settings(args.config)
+    try:
+        restore_database(settings.database.url, args.path)
+    except BackupError as exc:
+        raise CliError(str(exc), code=exc.code) from exc
+    print(f"restored from {args.path}; database migrated to the current schema")
+    return 0
+
+
 # --- user add ----------------------------------------------------------------------
 
 
@@ -481,8 +652,10 @@ def _read_password(args: argparse.Namespace, *, prompt: str) -> str:
         password = getpass.getpass(prompt)
         if password != getpass.getpass("Again: "):
             raise CliError("passwords do not match", code=2)
-    if len(password) < 8:
-        raise CliError("password must be at least 8 characters", code=2)
+    from db.staff import MIN_PASSWORD
+
+    if len(password) < MIN_PASSWORD:
+        raise CliError(f"password must be at least {MIN_PASSWORD} characters", code=2)
     return password
 
 

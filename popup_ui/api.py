@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, status
+from fastapi import HTTPException, Path, Query, Request, status
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
@@ -19,7 +19,7 @@ from db.customers import customer_detail
 from db.models import Staff
 from db.staff import get_staff
 from lookup.card import CallerCard
-from popup_ui.auth import CurrentStaff
+from popup_ui.auth import CurrentStaff, access_router
 from popup_ui.context import CallNotFound, CallNotYours, CallTaken, get_web
 from popup_ui.messages import BoardSnapshot, Call
 from popup_ui.schemas import CustomerOut, StaffList, StaffListEntry, StaffOut, UiOut
@@ -30,10 +30,10 @@ TOKYO = ZoneInfo("Asia/Tokyo")
 MAX_ID = 2**31 - 1
 MAX_STAFF_LISTED = 500  # GET /api/staff: a picker, not an export (StaffList.truncated)
 
-router = APIRouter(
+router = access_router(
+    "staff",
     prefix="/api",
     tags=["staff"],
-    dependencies=[CurrentStaff],
     responses={401: {"description": "no valid session"}},
 )
 

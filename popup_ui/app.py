@@ -31,10 +31,12 @@ from fastapi.responses import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import HTTPConnection, Request
+from starlette.routing import Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from popup_ui import api, auth, health, records, ws
+from popup_ui import admin, api, auth, health, records, ws
+from popup_ui.auth import declare_access
 from popup_ui.context import StartupError, WebConfig, WebServices, WebState
 from popup_ui.login_guard import LoginLimiter, PasswordCheck
 from popup_ui.sessions import SessionStore
@@ -103,26 +105,42 @@ def create_app(
         docs_url=None,  # served below, from this package's own files
         redoc_url=None,
     )
+    # Every route declares who may use it (popup_ui.auth.access_of; test_roles walks them).
     app.include_router(auth.router)
     app.include_router(api.router)
     app.include_router(records.router)
+    app.include_router(admin.router)
+    app.include_router(admin.me_router)
     app.include_router(ws.router)
+    # /healthz is for monitors, without a login: counters and states, no customer data.
+    declare_access("public")(health.healthz)
     app.include_router(health.router)
-    app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
+    _declare_openapi_public(app)
+    app.mount(
+        "/static",
+        declare_access("public")(StaticFiles(directory=STATIC_DIR, check_dir=False)),
+        name="static",
+    )
     docs_page, docs_csp = _docs_page(app.openapi_url or "/openapi.json", app.title)
     swagger_dir = swagger_ui_dir()
     if swagger_dir is not None:
         # Same origin, from the installed package: no CDN can run script as the
         # logged-in user, and /docs works in an office without internet.
-        app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_dir), name="docs-assets")
+        app.mount(
+            DOCS_ASSETS,
+            declare_access("public")(StaticFiles(directory=swagger_dir)),
+            name="docs-assets",
+        )
 
     @app.get("/docs", include_in_schema=False)
+    @declare_access("public")
     async def docs() -> Response:
         if swagger_dir is None:
             return PlainTextResponse("callpop: swagger-ui-py is not installed", status_code=503)
         return HTMLResponse(docs_page)
 
     @app.get("/", include_in_schema=False)
+    @declare_access("public")  # the page itself: it logs in, then asks /api/ for data
     async def index() -> Response:
         page = STATIC_DIR / "index.html"
         if not page.is_file():
@@ -154,6 +172,13 @@ def create_app(
     app.add_middleware(SecurityHeaders, docs_csp=docs_csp)
     app.add_middleware(OneLineStartupError, failure=startup_failure)
     return app
+
+
+def _declare_openapi_public(app: FastAPI) -> None:
+    """The OpenAPI document FastAPI serves describes the API, holds no data: public."""
+    for route in app.routes:
+        if isinstance(route, Route) and route.path == app.openapi_url:
+            declare_access("public")(route.endpoint)
 
 
 class OneLineStartupError:

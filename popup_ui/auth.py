@@ -23,14 +23,17 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import HTTPConnection
+from starlette.routing import BaseRoute, Mount
 
 from db.sessions import (
     start_session,
@@ -97,6 +100,69 @@ async def current_staff(request: Request) -> StaffOut:
     return staff
 
 
+CurrentStaff = Depends(current_staff)
+
+
+async def current_admin(staff: StaffOut = CurrentStaff) -> StaffOut:
+    """Dependency for admin routes: 401 without a live session, 403 for a non-admin."""
+    if staff.role != "admin":
+        raise HTTPException(
+            status_code=status.HTTP_403_FORBIDDEN, detail="管理者だけが使える操作です"
+        )
+    return staff
+
+
+CurrentAdmin = Depends(current_admin)
+
+
+# --- access levels -----------------------------------------------------------------------
+#
+# Every route of the app declares who may use it: ``public`` (no login), ``staff`` (a
+# live session) or ``admin`` (a live session of an admin). A route gets its level from
+# the router it is on (:func:`access_router`: the level's dependency on every route,
+# and a route class that carries the level) or, for the few that check on their own
+# (login, ``/ws``, static files), from :func:`declare_access`. ``tests/web/test_roles.py``
+# walks the app's routes: one without a level fails, and each is tried without a
+# session, as staff and as admin against its level.
+
+Access = Literal["public", "staff", "admin"]
+_ACCESS_ATTRIBUTE = "callpop_access"
+
+
+class _StaffRoute(APIRoute):
+    access: Access = "staff"
+
+
+class _AdminRoute(APIRoute):
+    access: Access = "admin"
+
+
+def access_router(access: Literal["staff", "admin"], **kwargs: Any) -> APIRouter:
+    """An ``APIRouter`` whose every route requires ``access`` (and declares it)."""
+    if access == "admin":
+        return APIRouter(dependencies=[CurrentAdmin], route_class=_AdminRoute, **kwargs)
+    return APIRouter(dependencies=[CurrentStaff], route_class=_StaffRoute, **kwargs)
+
+
+def declare_access(access: Access) -> Callable[[T], T]:
+    """Declare the level of an endpoint (or a mounted app) that enforces it itself."""
+
+    def mark(target: T) -> T:
+        setattr(target, _ACCESS_ATTRIBUTE, access)
+        return target
+
+    return mark
+
+
+def access_of(route: BaseRoute) -> Access | None:
+    """The declared level of one of the app's routes; None when it has none."""
+    level: Access | None = getattr(route, "access", None)
+    if level is None:
+        target = route.app if isinstance(route, Mount) else getattr(route, "endpoint", None)
+        level = getattr(target, _ACCESS_ATTRIBUTE, None)
+    return level
+
+
 def _client_address(request: Request) -> str:
     # The peer as uvicorn resolved it: X-Forwarded-For counts only from a proxy in
     # http.trusted_proxies (callpop.cli.server_config), never from anyone who sends it.
@@ -141,6 +207,7 @@ router = APIRouter(prefix="/api", tags=["session"])
         503: {"description": "too many logins being checked right now; retry"},
     },
 )
+@declare_access("public")
 async def login(body: LoginRequest, request: Request, response: Response) -> SessionOut:
     web = get_web(request)
     limiter, store = web.login_limiter, web.sessions
@@ -192,6 +259,7 @@ async def login(body: LoginRequest, request: Request, response: Response) -> Ses
 
 
 @router.delete("/session", status_code=status.HTTP_204_NO_CONTENT)
+@declare_access("public")
 async def logout(request: Request) -> Response:
     """Ends the session on the server (its WebSockets close) and clears the cookie."""
     web = get_web(request)
@@ -201,6 +269,3 @@ async def logout(request: Request) -> Response:
         COOKIE_NAME, path="/", httponly=True, samesite="lax", secure=web.config.cookie_secure
     )
     return response
-
-
-CurrentStaff = Depends(current_staff)

@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
+from fastapi import HTTPException, Path, Query, Request, Response, status
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -29,7 +29,7 @@ from db.notes import (
     notes_detail,
     save_note,
 )
-from popup_ui.auth import CurrentStaff
+from popup_ui.auth import CurrentStaff, access_router
 from popup_ui.context import get_web
 from popup_ui.schemas import (
     CallPage,
@@ -54,10 +54,10 @@ _EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 _LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 T = TypeVar("T")
 
-router = APIRouter(
+router = access_router(
+    "staff",
     prefix="/api",
     tags=["records"],
-    dependencies=[CurrentStaff],
     responses={401: {"description": "no valid session"}},
 )
 

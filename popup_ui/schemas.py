@@ -271,6 +271,58 @@ class MissedResolved(_Out):
 # --- /healthz -------------------------------------------------------------------------
 
 
+class StaffAccountOut(_Out):
+    """An account as an admin manages it (``/api/admin/staff``)."""
+
+    id: int
+    login: str
+    name: str
+    furigana: str | None
+    extension: str | None
+    role: Literal["staff", "admin"]
+    active: bool
+    last_login: datetime | None = Field(
+        description="when the newest session began; null when none in the last 30 days"
+    )
+
+
+class StaffAccountList(_Out):
+    """``GET /api/admin/staff``: active accounts first, then by login."""
+
+    staff: list[StaffAccountOut]
+    truncated: bool = Field(description="more accounts than the list holds (500)")
+
+
+class StaffCreateIn(_In):
+    """``POST /api/admin/staff``: a new account that can log in at once."""
+
+    login: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$")
+    name: str = Field(min_length=1, max_length=100)
+    furigana: str | None = Field(default=None, max_length=100)
+    extension: str | None = Field(default=None, max_length=16)
+    role: Literal["staff", "admin"] = "staff"
+    password: str = Field(min_length=8, max_length=1000, description="the initial password")
+
+
+class StaffUpdateIn(_In):
+    """``PATCH /api/admin/staff/{id}``: only the fields sent change ("" clears one)."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    furigana: str | None = Field(default=None, max_length=100)
+    extension: str | None = Field(default=None, max_length=16)
+    role: Literal["staff", "admin"] | None = None
+    active: bool | None = Field(
+        default=None, description="false ends every session of that person at once"
+    )
+
+
+class PasswordChangeIn(_In):
+    """``POST /api/me/password``: the logged-in person's own password."""
+
+    current_password: str = Field(min_length=1, max_length=1000)
+    new_password: str = Field(min_length=8, max_length=1000)
+
+
 class SipHealth(_Out):
     mode: Literal["register", "trunk"]
     enabled: bool
@@ -349,6 +401,15 @@ class HttpHealth(_Out):
     refused_over_cap: int = Field(default=0, description="closed at once: too many open")
 
 
+class BackupHealth(_Out):
+    """The daily backup (``callpop.backup``, ``[backup]`` in the config)."""
+
+    enabled: bool = Field(default=False, description="false: [backup] dir is empty")
+    last_ok_at: datetime | None = Field(default=None, description="when the last one was written")
+    last_error: str | None = Field(default=None, description="why the latest one failed, or null")
+    failures: int = Field(default=0, description="daily backups that failed since start")
+
+
 class Health(_Out):
     status: Literal["ok", "degraded"]
     sip: SipHealth
@@ -358,3 +419,4 @@ class Health(_Out):
     auth: AuthHealth = Field(default_factory=AuthHealth)
     call_log: CallLogWriterHealth = Field(default_factory=CallLogWriterHealth)
     http: HttpHealth = Field(default_factory=HttpHealth)
+    backup: BackupHealth = Field(default_factory=BackupHealth)

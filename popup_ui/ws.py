@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocketDisconnect
 
-from popup_ui.auth import COOKIE_NAME
+from popup_ui.auth import COOKIE_NAME, declare_access
 from popup_ui.context import get_web
 from popup_ui.hub import CLOSE_TOO_SLOW, Subscription, SubscriptionDropped
 from popup_ui.sessions import SessionStore
@@ -72,6 +72,7 @@ def origin_allowed(conn: HTTPConnection, allowed_origins: Iterable[str]) -> bool
 
 
 @router.websocket("/ws")
+@declare_access("staff")  # checks the session itself: a WebSocket cannot answer 401
 async def pops(websocket: WebSocket) -> None:
     web = get_web(websocket)
     if not origin_allowed(websocket, web.config.allowed_origins):

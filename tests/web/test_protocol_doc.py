@@ -35,6 +35,11 @@ ADAPTERS: dict[str, TypeAdapter[Any]] = {
     "MissedList": TypeAdapter(schemas.MissedList),
     "MissedResolveIn": TypeAdapter(schemas.MissedResolveIn),
     "MissedResolved": TypeAdapter(schemas.MissedResolved),
+    "StaffAccountOut": TypeAdapter(schemas.StaffAccountOut),
+    "StaffAccountList": TypeAdapter(schemas.StaffAccountList),
+    "StaffCreateIn": TypeAdapter(schemas.StaffCreateIn),
+    "StaffUpdateIn": TypeAdapter(schemas.StaffUpdateIn),
+    "PasswordChangeIn": TypeAdapter(schemas.PasswordChangeIn),
 }
 
 
