@@ -15,13 +15,17 @@ import json
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from callpop.settings import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
 
 DEFAULT_DEMO_HTTP_PORT = 8080
 DEFAULT_DEMO_SIP_PORT = 5062
@@ -464,20 +468,29 @@ def _read_input(file: str) -> bytes:
         raise CliError(f"{file}: {exc.strerror}", code=2) from exc
 
 
+@contextmanager
+def _migrated(settings: Settings) -> Iterator[sessionmaker[Session]]:
+    """The configured database, brought to the current schema first: every command that
+    reads or writes it (lookup, import, export, user) works on what ``serve`` would."""
+    from db.engine import make_engine, make_session_factory, migrate
+
+    engine = make_engine(settings.database.url)
+    try:
+        migrate(engine)
+        yield make_session_factory(engine)
+    finally:
+        engine.dispose()
+
+
 def cmd_lookup(args: argparse.Namespace) -> int:
     from callpop.service import numbering_of
-    from db.engine import make_engine, make_session_factory, migrate
     from lookup.service import CallerLookup
 
     settings = load_settings(args.config)
     numbering = numbering_of(settings)
-    engine = make_engine(settings.database.url)
-    try:
-        migrate(engine)
-        lookup = CallerLookup(make_session_factory(engine), numbering=numbering)
+    with _migrated(settings) as sessions:
+        lookup = CallerLookup(sessions, numbering=numbering)
         card = lookup.card_for_number(args.number, now=datetime.now(UTC))
-    finally:
-        engine.dispose()
     print(card.model_dump_json(indent=2))
     return 0
 
@@ -495,7 +508,6 @@ def cmd_import_customers(args: argparse.Namespace) -> int:
         load_mapping,
         read_bounded,
     )
-    from db.engine import make_engine, make_session_factory, migrate
 
     settings = load_settings(args.config)
     numbering = numbering_of(settings)
@@ -506,22 +518,17 @@ def cmd_import_customers(args: argparse.Namespace) -> int:
         raise CliError(f"{args.file}: {exc.strerror or exc}", code=2) from exc
     except ImportFileError as exc:
         raise CliError(f"{args.file}: {exc}", code=2) from exc
-    engine = make_engine(settings.database.url)
-    try:
-        migrate(engine)
-        with make_session_factory(engine)() as session:
-            try:
-                report = import_customers(
-                    session, text, numbering=numbering, mapping=mapping, write=not args.dry_run
-                )
-            except ImportFileError as exc:
-                raise CliError(f"{args.file}: {exc}", code=2) from exc
-            if report.errors or args.dry_run:
-                session.rollback()
-            else:
-                session.commit()
-    finally:
-        engine.dispose()
+    with _migrated(settings) as sessions, sessions() as session:
+        try:
+            report = import_customers(
+                session, text, numbering=numbering, mapping=mapping, write=not args.dry_run
+            )
+        except ImportFileError as exc:
+            raise CliError(f"{args.file}: {exc}", code=2) from exc
+        if report.errors or args.dry_run:
+            session.rollback()
+        else:
+            session.commit()
     if args.json:
         print(json.dumps(report.as_dict(), ensure_ascii=False))
     else:
@@ -553,20 +560,14 @@ def _print_import_report(report: Any, *, dry_run: bool) -> None:
 def cmd_export_customers(args: argparse.Namespace) -> int:
     from callpop.service import numbering_of
     from db.customer_import import export_customers
-    from db.engine import make_engine, make_session_factory, migrate
 
     settings = load_settings(args.config)
     numbering = numbering_of(settings)
-    engine = make_engine(settings.database.url)
-    try:
-        migrate(engine)
-        with make_session_factory(engine)() as session:
-            try:
-                data = export_customers(session, numbering, args.encoding)
-            except ValueError as exc:
-                raise CliError(str(exc), code=1) from exc
-    finally:
-        engine.dispose()
+    with _migrated(settings) as sessions, sessions() as session:
+        try:
+            data = export_customers(session, numbering, args.encoding)
+        except ValueError as exc:
+            raise CliError(str(exc), code=1) from exc
     partial = args.file.with_name(args.file.name + ".partial")
     try:
         partial.write_bytes(data)
@@ -613,31 +614,25 @@ def cmd_restore(args: argparse.Namespace) -> int:
 def cmd_user_add(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import IntegrityError
 
-    from db.engine import make_engine, make_session_factory, migrate
     from db.staff import create_staff
 
     password = _read_password(args, prompt="Password: ")
     settings = load_settings(args.config)
-    engine = make_engine(settings.database.url)
-    try:
-        migrate(engine)
-        with make_session_factory(engine)() as session:
-            try:
-                staff = create_staff(
-                    session,
-                    login=args.login,
-                    name=args.name,
-                    password=password,
-                    extension=args.extension,
-                    role=args.role,
-                    furigana=args.furigana,
-                )
-                session.commit()
-            except IntegrityError as exc:
-                raise CliError(f"login {args.login!r} already exists", code=2) from exc
-            print(f"added {staff.login} ({staff.name}, role {staff.role})")
-    finally:
-        engine.dispose()
+    with _migrated(settings) as sessions, sessions() as session:
+        try:
+            staff = create_staff(
+                session,
+                login=args.login,
+                name=args.name,
+                password=password,
+                extension=args.extension,
+                role=args.role,
+                furigana=args.furigana,
+            )
+            session.commit()
+        except IntegrityError as exc:
+            raise CliError(f"login {args.login!r} already exists", code=2) from exc
+        print(f"added {staff.login} ({staff.name}, role {staff.role})")
     return 0
 
 
@@ -677,20 +672,13 @@ def cmd_user_deactivate(args: argparse.Namespace) -> int:
 def _change_staff(args: argparse.Namespace, change: Any, done: str) -> None:
     """Run ``change(session)`` on the configured database; it ends the person's sessions
     there, and a running callpop closes their open pages within seconds."""
-    from db.engine import make_engine, make_session_factory, migrate
-
     settings = load_settings(args.config)
-    engine = make_engine(settings.database.url)
-    try:
-        migrate(engine)
-        with make_session_factory(engine)() as session:
-            staff = change(session)
-            if staff is None:
-                raise CliError(f"no staff member with login {args.login!r}", code=2)
-            session.commit()
-            print(f"{staff.login}: {done}; all sessions ended")
-    finally:
-        engine.dispose()
+    with _migrated(settings) as sessions, sessions() as session:
+        staff = change(session)
+        if staff is None:
+            raise CliError(f"no staff member with login {args.login!r}", code=2)
+        session.commit()
+        print(f"{staff.login}: {done}; all sessions ended")
 
 
 if __name__ == "__main__":

@@ -268,18 +268,12 @@ class MissedResolved(_Out):
     resolved: int = Field(description="calls closed by this request (already closed: not counted)")
 
 
-# --- /healthz -------------------------------------------------------------------------
+# --- staff accounts (popup_ui.admin) ---------------------------------------------------
 
 
-class StaffAccountOut(_Out):
+class StaffAccountOut(StaffOut):
     """An account as an admin manages it (``/api/admin/staff``)."""
 
-    id: int
-    login: str
-    name: str
-    furigana: str | None
-    extension: str | None
-    role: Literal["staff", "admin"]
     active: bool
     last_login: datetime | None = Field(
         description="when the newest session began; null when none in the last 30 days"
@@ -321,6 +315,9 @@ class PasswordChangeIn(_In):
 
     current_password: str = Field(min_length=1, max_length=1000)
     new_password: str = Field(min_length=8, max_length=1000)
+
+
+# --- /healthz -------------------------------------------------------------------------
 
 
 class SipHealth(_Out):
