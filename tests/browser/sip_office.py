@@ -34,7 +34,6 @@ import pytest
 
 from tests.browser.conftest import Service
 from tests.peers.conftest import (
-    KAMAILIO_DBTEXT,
     KAMAILIO_PASSWORD,
     KAMAILIO_USER,
     PEERS_DIR,
@@ -42,6 +41,7 @@ from tests.peers.conftest import (
     Kamailio,
     require,
     sipp_report,
+    start_presence_kamailio,
 )
 from tests.processes import (
     callpop_command,
@@ -352,24 +352,7 @@ def start_office_kamailio(
 ) -> Kamailio:
     """Kamailio with office.cfg (or ``config`` derived from it): its own port in
     SELF_URI, pua's dbtext copy in workdir."""
-    import shutil
-
-    workdir.mkdir(parents=True, exist_ok=True)
-    if not KAMAILIO_DBTEXT.is_dir():
-        pytest.fail(f"{KAMAILIO_DBTEXT} is missing (Debian package kamailio); this test needs it")
-    dbtext = workdir / "dbtext"
-    shutil.copytree(KAMAILIO_DBTEXT, dbtext)
-    port = free_udp_port(host)
-    kamailio = Kamailio(
-        host=host,
-        port=port,
-        workdir=workdir,
-        config=config,
-        children=2,
-        defines=(f'SELF_URI="sip:{host}:{port}"', f'DBURL="text://{dbtext}"'),
-    )
-    kamailio.start()
-    return kamailio
+    return start_presence_kamailio(workdir, host, config)
 
 
 @contextlib.contextmanager

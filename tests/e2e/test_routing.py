@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -37,13 +36,13 @@ from websockets.asyncio.client import ClientConnection
 
 from tests.e2e.clients import health, next_message, staff_browser, wait_for
 from tests.peers.conftest import (
-    KAMAILIO_DBTEXT,
     KAMAILIO_PASSWORD,
     KAMAILIO_USER,
     PEERS_DIR,
     SIPP_DIR,
     Kamailio,
     run_sipp,
+    start_presence_kamailio,
 )
 from tests.processes import (
     callpop_command,
@@ -65,22 +64,7 @@ STAFF_EXTENSIONS = 3  # the demo's 高橋 201, 佐藤 203, 鈴木 204: all watch
 @pytest.fixture
 def routing_kamailio(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Kamailio]:
     """Kamailio with routing.cfg on 127.0.0.1:<free port> (pua's dbtext copied to tmp)."""
-    workdir = tmp_path / "kamailio"
-    workdir.mkdir()
-    if not KAMAILIO_DBTEXT.is_dir():
-        pytest.fail(f"{KAMAILIO_DBTEXT} is missing (Debian package kamailio); this test needs it")
-    dbtext = workdir / "dbtext"
-    shutil.copytree(KAMAILIO_DBTEXT, dbtext)
-    port = free_udp_port()
-    instance = Kamailio(
-        host="127.0.0.1",
-        port=port,
-        workdir=workdir,
-        config=ROUTING_CFG,
-        children=2,
-        defines=(f'SELF_URI="sip:127.0.0.1:{port}"', f'DBURL="text://{dbtext}"'),
-    )
-    instance.start()
+    instance = start_presence_kamailio(tmp_path / "kamailio", config=ROUTING_CFG)
     try:
         yield instance
     finally:

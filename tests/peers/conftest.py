@@ -239,8 +239,11 @@ def start_kamailio(workdir: Path, host: str = "127.0.0.1") -> Kamailio:
     return kamailio
 
 
-def start_presence_kamailio(workdir: Path, host: str = "127.0.0.1") -> Kamailio:
-    """Kamailio with presence.cfg: its own port in SELF_URI, pua's dbtext copy in workdir."""
+def start_presence_kamailio(
+    workdir: Path, host: str = "127.0.0.1", config: Path = PRESENCE_CFG
+) -> Kamailio:
+    """Kamailio with presence.cfg (or another config built on it: office.cfg,
+    routing.cfg): its own port in SELF_URI, pua's dbtext copy in workdir."""
     workdir.mkdir(parents=True, exist_ok=True)
     if not KAMAILIO_DBTEXT.is_dir():
         pytest.fail(f"{KAMAILIO_DBTEXT} is missing (Debian package kamailio); this test needs it")
@@ -251,7 +254,7 @@ def start_presence_kamailio(workdir: Path, host: str = "127.0.0.1") -> Kamailio:
         host=host,
         port=port,
         workdir=workdir,
-        config=PRESENCE_CFG,
+        config=config,
         children=2,
         defines=(f'SELF_URI="sip:{host}:{port}"', f'DBURL="text://{dbtext}"'),
     )
