@@ -204,6 +204,12 @@ def refresh_delay(granted: float) -> float:
     return max(MIN_REFRESH, min(granted * 0.8, granted - 30.0))
 
 
+def retry_backoff(failures: int, base: float, cap: float) -> float:
+    """Back-off before the next attempt after ``failures`` in a row: base * 2^(failures-1),
+    capped at ``cap`` (REGISTER and SUBSCRIBE clients alike)."""
+    return float(min(cap, base * (2 ** max(0, failures - 1))))
+
+
 class RegistrationClient:
     """One binding at one registrar, refreshed forever until :meth:`stop`."""
 
@@ -283,9 +289,8 @@ class RegistrationClient:
 
     @property
     def retry_delay(self) -> float:
-        """Back-off before the next attempt: base * 2^(failures-1), capped."""
-        exponent = max(0, self.failures - 1)
-        return float(min(self.params.retry_max, self.params.retry_base * (2**exponent)))
+        """Back-off before the next attempt (:func:`retry_backoff`)."""
+        return retry_backoff(self.failures, self.params.retry_base, self.params.retry_max)
 
     # -- state machine --------------------------------------------------------------
 

@@ -36,7 +36,13 @@ from telephony.message import (
     new_call_id,
     new_tag,
 )
-from telephony.registration import ClientTimers, DigestAuth, delta_seconds, refresh_delay
+from telephony.registration import (
+    ClientTimers,
+    DigestAuth,
+    delta_seconds,
+    refresh_delay,
+    retry_backoff,
+)
 from telephony.uri import SipUri, hostport, parse_name_addr, parse_via
 
 EVENT_PACKAGE = "dialog"  # RFC 4235 §3.1
@@ -286,9 +292,8 @@ class SubscriptionClient:
 
     @property
     def retry_delay(self) -> float:
-        """Back-off before the next SUBSCRIBE: base * 2^(failures-1), capped."""
-        exponent = max(0, self.failures - 1)
-        return float(min(self.params.retry_max, self.params.retry_base * (2**exponent)))
+        """Back-off before the next SUBSCRIBE (:func:`~telephony.registration.retry_backoff`)."""
+        return retry_backoff(self.failures, self.params.retry_base, self.params.retry_max)
 
     # -- state machine --------------------------------------------------------------
 
