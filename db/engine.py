@@ -83,7 +83,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    """Sessions that keep loaded objects usable after commit (they are returned to callers)."""
+    """Sessions that keep loaded objects usable after commit (they are returned to callers),
+    and keep the customers' search columns current on every flush (``db.search``)."""
+    from db import search
+
+    search.install()
     return sessionmaker(engine, expire_on_commit=False)
 
 

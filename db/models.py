@@ -166,6 +166,13 @@ class Customer(Timestamped, SoftDeleted, Base):
     preferences: Mapped[str | None] = mapped_column(Text)
     memo: Mapped[str | None] = mapped_column(Text)
     birthday: Mapped[dt.date | None] = mapped_column(Date)
+    # The next time someone should contact them (a follow-up on the customer itself).
+    next_follow_up_on: Mapped[dt.date | None] = mapped_column(Date, default=None)
+    # What search-as-you-type matches (db.search): name, furigana, company, department, code
+    # and email folded (NFKC, katakana to hiragana, lower case, no spaces), and the live
+    # phones' national digits, each between spaces. Kept current on every ORM flush.
+    search_text: Mapped[str | None] = mapped_column(Text, default=None)
+    search_digits: Mapped[str | None] = mapped_column(Text, default=None)
     assigned_staff_id: Mapped[int | None] = mapped_column(
         ForeignKey("staff.id", ondelete="SET NULL"), index=True
     )
@@ -174,6 +181,24 @@ class Customer(Timestamped, SoftDeleted, Base):
     phones: Mapped[list[CustomerPhone]] = relationship(back_populates="customer", lazy="raise")
     transactions: Mapped[list[Transaction]] = relationship(back_populates="customer", lazy="raise")
     notes: Mapped[list[Note]] = relationship(back_populates="customer", lazy="raise")
+    family: Mapped[list[FamilyMember]] = relationship(back_populates="customer", lazy="raise")
+
+
+class FamilyMember(Timestamped, SoftDeleted, Base):
+    """Someone in the customer's family (奥様 花子, 長男 太郎): name, relation, birthday."""
+
+    __tablename__ = "family_members"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    customer_id: Mapped[int] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(100))
+    furigana: Mapped[str | None] = mapped_column(String(100), default=None)
+    relation: Mapped[str | None] = mapped_column(String(32), default=None)  # 妻 / 長男 …
+    birthday: Mapped[dt.date | None] = mapped_column(Date, default=None)
+
+    customer: Mapped[Customer] = relationship(back_populates="family", lazy="raise")
 
 
 class CustomerPhone(Timestamped, SoftDeleted, Base):
@@ -253,7 +278,12 @@ class Note(Timestamped, SoftDeleted, Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(64), default=None)
     # 見積依頼 | 予約 | クレーム | 問い合わせ | その他 (checked by the API, not the table).
     tags: Mapped[list[str]] = mapped_column(JSON, default=list, server_default=text("'[]'"))
-    follow_up_on: Mapped[dt.date | None] = mapped_column(Date, default=None)
+    follow_up_on: Mapped[dt.date | None] = mapped_column(Date, default=None, index=True)
+    # The follow-up was done (今日のフォロー ticked off): when and by whom.
+    follow_up_done_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    follow_up_done_by: Mapped[int | None] = mapped_column(default=None)
+    # call (written after a call, or for a call's customer) | visit | email | other.
+    kind: Mapped[str] = mapped_column(String(16), default="call", server_default=text("'call'"))
 
     customer: Mapped[Customer] = relationship(back_populates="notes", lazy="raise")
     staff: Mapped[Staff | None] = relationship(lazy="raise")
@@ -270,6 +300,33 @@ class NoteRevision(Base):
     body: Mapped[str] = mapped_column(Text)
     staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id", ondelete="SET NULL"))
     changed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class AuditEntry(Base):
+    """Who changed a record, when, and how: the row before and after (plain JSON values).
+
+    ``entity`` is customer | phone | family | transaction | note; ``action`` is create |
+    update | delete | restore | purge. ``customer_id`` is the customer the record belongs
+    to, a plain id (no foreign key) so that the trail outlives a purge; so is ``staff_id``
+    (NULL for the system: an import from the command line, the demo).
+    """
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_customer_at", "customer_id", "at", "id"),
+        Index("ix_audit_log_at", "at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    staff_id: Mapped[int | None] = mapped_column(default=None)
+    source: Mapped[str] = mapped_column(String(16), default="web")  # web | import | cli
+    action: Mapped[str] = mapped_column(String(16))
+    entity: Mapped[str] = mapped_column(String(16))
+    entity_id: Mapped[int] = mapped_column()
+    customer_id: Mapped[int | None] = mapped_column(default=None)
+    before: Mapped[dict[str, object] | None] = mapped_column(JSON, default=None)
+    after: Mapped[dict[str, object] | None] = mapped_column(JSON, default=None)
 
 
 # Why a call is on the missed list: it ended like this with nobody answering.
@@ -346,10 +403,12 @@ class Call(Timestamped, Base):
 
 
 __all__ = [
+    "AuditEntry",
     "Base",
     "Call",
     "Customer",
     "CustomerPhone",
+    "FamilyMember",
     "MISSED_OUTCOMES",
     "Note",
     "NoteRevision",

@@ -24,6 +24,8 @@ EXPECTED_TABLES = {
     "calls",
     "sessions",
     "note_revisions",
+    "family_members",
+    "audit_log",
 }
 
 
@@ -34,7 +36,7 @@ def check_migrated(url: str) -> None:
         migrate(engine)  # running again at the next start-up is a no-op
         with engine.connect() as connection:
             assert set(inspect(connection).get_table_names()) == EXPECTED_TABLES
-            assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0005"
+            assert connection.scalar(text("SELECT version_num FROM alembic_version")) == "0006"
             # The migration and the models describe the same schema (no autogenerate diff).
             diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
             assert diff == []
