@@ -27,6 +27,9 @@ import { WhichPrompts } from "./which.js";
 import { NoteDesk, talkOver } from "./notes.js";
 import { familyName, renderStaffStrip } from "./presence.js";
 import { HandoverForms } from "./handover.js";
+import { CustomersView } from "./customers.js";
+import { FollowupsView } from "./followups.js";
+import { AdminView } from "./admin.js";
 
 const RETRY_BASE_MS = 1000;
 const RETRY_MAX_MS = 30000;
@@ -72,7 +75,7 @@ const state = {
   handoversSeen: new Set(), // calls handed over to me that were announced already
   drawFrame: null,
   drawTimer: null,
-  view: "board", // or "missed"
+  view: "board", // board | missed | calllog | customers | followups | admin
   missedTimers: [],
 };
 
@@ -83,6 +86,9 @@ const forms = new HandoverForms({ api, onChange: (id) => drawCalls([id]) });
 let missed = null; // made in start(), once the page's elements exist
 let calllog = null; // 通話履歴 (calllog.js), made in start() too
 let which = null; // どちらが応答しましたか (which.js), made in start() too
+// The record views, made in start(): each has load(params) (shown, with what to open),
+// clear() (logged out: drop every customer fact) and render() (language changed).
+const pages = {};
 
 // --- HTTP ---------------------------------------------------------------------
 
@@ -120,6 +126,7 @@ function showLogin(message) {
   renderStrip();
   if (missed) missed.clear();
   if (calllog) calllog.clear();
+  for (const page of Object.values(pages)) page.clear();
   if (which) which.start(null);
   cancelMissedReloads();
   showView("board");
@@ -150,12 +157,15 @@ async function showBoard(me) {
   $("boot").hidden = true;
   $("board-screen").hidden = false;
   renderHeader();
+  $("tab-admin").hidden = me.role !== "admin";
   desk.start(me);
   which.start(me);
   redrawAll();
   connect();
   missed.load();
+  pages.followups.count();
   await loadUiSettings();
+  openFromLocation();
 }
 
 async function loadUiSettings() {
@@ -168,6 +178,7 @@ async function loadUiSettings() {
         translatePage();
         desk.translate();
         missed.render();
+        for (const page of Object.values(pages)) page.render();
         redrawAll();
       }
       renderHeader();
@@ -221,6 +232,10 @@ function renderNotifyControls() {
 // --- board --------------------------------------------------------------------------
 
 const handlers = {
+  // The customer's page (顧客ページ) from the card's name.
+  onOpenCustomer(customerId) {
+    navigate("customers", { id: customerId });
+  },
   onSelectCustomer(entry, index) {
     drawCalls(board.select(entry.call.id, index));
   },
@@ -600,7 +615,7 @@ function flushDraw() {
     state.handoversSeen.add(id);
     // Bounded: the oldest ids go (the board itself keeps at most RECENT_LIMIT ended calls).
     if (state.handoversSeen.size > 200) state.handoversSeen.delete(state.handoversSeen.values().next().value);
-    showView("board");
+    navigate("board");
     const handover = entry.call.handover;
     announce(t("handover.announce", { from: familyName(handover.from_name), note: handover.note }));
   }
@@ -609,7 +624,7 @@ function flushDraw() {
   const fresh = freshIds.filter((id) => board.where(id) === "active").map((id) => board.entry(id));
   for (const entry of fresh) notify(entry);
   // A phone ringing wins over the missed-call list.
-  if (fresh.some((entry) => entry.call.state === "ringing")) showView("board");
+  if (fresh.some((entry) => entry.call.state === "ringing")) navigate("board");
   if (fresh.length > ANNOUNCE_EACH_MAX) {
     announce(t("announce.many", { count: fresh.length }));
   } else if (fresh.length > 0) {
@@ -650,23 +665,48 @@ function renderMissedCount(count) {
   badge.setAttribute("aria-label", t("missed.count", { count }));
 }
 
-/** Show the board or the missed-call list (both stay in the page). */
+const VIEWS = ["board", "missed", "calllog", "customers", "followups", "admin"];
+
+/** Show one view (every view stays in the page; only one is visible). */
 function showView(view) {
   state.view = view;
-  $("board-view").hidden = view !== "board";
-  $("missed-view").hidden = view !== "missed";
-  $("calllog-view").hidden = view !== "calllog";
+  for (const name of VIEWS) $(`${name}-view`).hidden = view !== name;
   for (const tab of document.querySelectorAll(".view-tab")) {
     tab.setAttribute("aria-pressed", tab.dataset.view === view ? "true" : "false");
   }
 }
 
+/**
+ * Open a view and what it shows: navigate("customers", { id: 12 }) opens 山田様's page.
+ * The address follows (#/customers/12), so a reload or a link opens the same thing.
+ */
+function navigate(view, params = {}, { push = true } = {}) {
+  if (!VIEWS.includes(view) || (view === "admin" && state.me?.role !== "admin")) view = "board";
+  const hash = view === "board" ? "" : `#/${view}${params.id ? `/${params.id}` : ""}`;
+  if (push && window.location.hash !== hash) {
+    window.history.pushState(null, "", hash || window.location.pathname);
+  }
+  const same = view === state.view;
+  showView(view);
+  if (!state.running) return;
+  if (view === "missed" && !same) missed.load();
+  if (view === "calllog" && !same) calllog.load();
+  if (pages[view]) pages[view].load(params);
+}
+
+/** The view the address names (#/customers/12), after login and on back/forward. */
+function openFromLocation() {
+  const [, view = "board", id = ""] = window.location.hash.split("/");
+  const number = Number.parseInt(id, 10);
+  navigate(view || "board", Number.isSafeInteger(number) && number > 0 ? { id: number } : {}, {
+    push: false,
+  });
+}
+
 function onViewTab(event) {
   const view = event.currentTarget.dataset.view;
-  if (view === state.view) return;
-  showView(view);
-  if (view === "missed" && state.running) missed.load();
-  if (view === "calllog" && state.running) calllog.load();
+  if (view === state.view && !pages[view]) return;
+  navigate(view);
 }
 
 // --- WebSocket ------------------------------------------------------------------------
@@ -823,6 +863,7 @@ function onLanguage(event) {
   renderStrip();
   if (missed) missed.render();
   if (calllog) calllog.render();
+  for (const page of Object.values(pages)) page.render();
   if (which) which.render();
   if (state.running) redrawAll();
   else document.title = t("title.idle");
@@ -856,7 +897,23 @@ async function start() {
     status: $("missed-status"),
     showResolved: $("missed-show-resolved"),
   });
-  calllog = new CallLogView({ api, root: $("calllog-view") });
+  calllog = new CallLogView({ api, root: $("calllog-view"), navigate });
+  pages.customers = new CustomersView({ api, root: $("customers-view"), navigate });
+  pages.followups = new FollowupsView({
+    api,
+    root: $("followups-view"),
+    navigate,
+    onCount: (count) => {
+      const badge = $("followups-count");
+      badge.hidden = !count;
+      badge.textContent = count ? String(count) : "";
+      badge.setAttribute("aria-label", t("followups.count", { count }));
+    },
+  });
+  pages.admin = new AdminView({ api, root: $("admin-view"), navigate, me: () => state.me });
+  window.addEventListener("popstate", () => {
+    if (state.running) openFromLocation();
+  });
   which = new WhichPrompts({
     api,
     list: $("which-list"),

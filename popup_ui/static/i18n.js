@@ -175,6 +175,16 @@ const STRINGS = {
     "noteEdit.someone": "(不明)",
     "noteEdit.unreachable": "サーバーに接続できません。もう一度お試しください",
     "noteEdit.gone": "このメモは削除されました",
+    // -- 顧客 (customers.js)
+    "customers.tab": "顧客",
+    // -- end customers
+    // -- フォロー (followups.js)
+    "followups.tab": "フォロー",
+    "followups.count": "今日のフォロー {count}件",
+    // -- end followups
+    // -- 管理 (admin.js)
+    "admin.tab": "管理",
+    // -- end admin
     "calllog.tab": "通話履歴",
     "calllog.heading": "通話履歴",
     "calllog.from": "開始日",
@@ -411,6 +421,16 @@ const STRINGS = {
     "noteEdit.someone": "(unknown)",
     "noteEdit.unreachable": "Cannot reach the server. Please try again",
     "noteEdit.gone": "This note was deleted",
+    // -- customers (customers.js)
+    "customers.tab": "Customers",
+    // -- end customers
+    // -- follow-ups (followups.js)
+    "followups.tab": "Follow-ups",
+    "followups.count": "{count} follow-ups today",
+    // -- end followups
+    // -- admin (admin.js)
+    "admin.tab": "Admin",
+    // -- end admin
     "calllog.tab": "Call log",
     "calllog.heading": "Call log",
     "calllog.from": "From",
