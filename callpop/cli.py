@@ -483,13 +483,13 @@ def _migrated(settings: Settings) -> Iterator[sessionmaker[Session]]:
 
 
 def cmd_lookup(args: argparse.Namespace) -> int:
-    from callpop.service import numbering_of
+    from callpop.service import numbering_of, opener_rules
     from lookup.service import CallerLookup
 
     settings = load_settings(args.config)
     numbering = numbering_of(settings)
     with _migrated(settings) as sessions:
-        lookup = CallerLookup(sessions, numbering=numbering)
+        lookup = CallerLookup(sessions, numbering=numbering, rules=opener_rules(settings))
         card = lookup.card_for_number(args.number, now=datetime.now(UTC))
     print(card.model_dump_json(indent=2))
     return 0

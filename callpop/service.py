@@ -46,6 +46,7 @@ from db.engine import make_engine, make_session_factory, migrate, sqlite_file
 from db.models import Staff
 from db.staff import staff_extensions
 from lookup.numbers import Numbering, load_all_metadata
+from lookup.openers import OpenerRules
 from lookup.service import CallerLookup
 from popup_ui.app import VERSION, create_app
 from popup_ui.auth import auth_health
@@ -341,6 +342,7 @@ async def running(
             session_factory,
             numbering=numbering,
             timeout=settings.database.lookup_timeout_ms / 1000,
+            rules=opener_rules(settings),
         )
         hub = InProcessHub()
         router = router_of(settings, numbering)
@@ -530,6 +532,17 @@ def web_config(settings: Settings) -> WebConfig:
         allowed_origins=tuple(http.allowed_origins),
         language=ui.language,
         company_name=ui.company_name,
+        followups=opener_rules(settings),
+    )
+
+
+def opener_rules(settings: Settings) -> OpenerRules:
+    """``[followups]``: the rules of the pop's openers and the dormant-customer list."""
+    followups = settings.followups
+    return OpenerRules(
+        dormant_days_default=followups.dormant_days_default,
+        dormant_days=dict(followups.dormant_days),
+        transaction_follow_up_days=followups.transaction_follow_up_days,
     )
 
 

@@ -137,6 +137,15 @@ class BackupSettings(_Section):
     keep: int = Field(default=7, ge=1, le=1000)
 
 
+class FollowupSettings(_Section):
+    # A customer is dormant (休眠) after this many days without a transaction, a note or a
+    # call; ``dormant_days`` sets it per rank (the customer's rank as written, e.g. "A").
+    dormant_days_default: int = Field(default=90, ge=1, le=3650)
+    dormant_days: dict[str, Annotated[int, Field(ge=1, le=3650)]] = Field(default_factory=dict)
+    # The pop asks after a transaction (「その後いかがですか」) for this many days after its date.
+    transaction_follow_up_days: int = Field(default=180, ge=0, le=3650)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CALLPOP_", env_nested_delimiter="__", extra="forbid"
@@ -150,6 +159,7 @@ class Settings(BaseSettings):
     log: LogSettings = Field(default_factory=LogSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
+    followups: FollowupSettings = Field(default_factory=FollowupSettings)
 
     @classmethod
     def settings_customise_sources(

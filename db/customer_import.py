@@ -34,6 +34,7 @@ from typing import Any, Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from db.audit import record, snapshot
 from db.models import Customer, CustomerPhone, Staff
 from lookup.numbers import Numbering
 
@@ -154,6 +155,9 @@ class Report:
     unchanged: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
     repaired: list[dict[str, Any]] = field(default_factory=list)
+    # The first rows as they would go in (``import_customers(preview=n)``), for the admin
+    # page's 確認; not part of ``as_dict`` (the CLI's --json).
+    preview: list[dict[str, Any]] = field(default_factory=list)
 
     def error(self, line: int, column: str | None, message: str) -> None:
         self.errors.append({"line": line, "column": column, "message": message})
@@ -410,6 +414,8 @@ class Plan:
     phones: list[tuple[Customer, str, str, str | None]] = field(default_factory=list)
     known: dict[int, set[str]] = field(default_factory=dict)  # id(customer) -> its numbers
     by_key: dict[tuple[str, ...], Customer] = field(default_factory=dict)
+    # id(customer) -> (the customer, its audit snapshot before the file): for the audit log.
+    before: dict[int, tuple[Customer, dict[str, Any]]] = field(default_factory=dict)
 
     def remember(self, customer: Customer) -> None:
         if customer.code:
@@ -481,6 +487,8 @@ def plan_row(
         plan.known[id(customer)] = set()
         outcome = "created"
     else:
+        if id(customer) not in plan.before and id(customer) not in plan.known:
+            plan.before[id(customer)] = (customer, snapshot(customer))
         for key, value in parsed.values.items():
             if getattr(customer, key) != value:
                 setattr(customer, key, value)
@@ -494,6 +502,8 @@ def plan_row(
                 )
             )
         )
+        if id(customer) in plan.before:
+            plan.before[id(customer)][1]["phones"] = sorted(known)
     for e164, raw, label in parsed.phones:
         if e164 not in known:
             plan.phones.append((customer, e164, raw, label))
@@ -504,14 +514,46 @@ def plan_row(
     return outcome
 
 
-def write_plan(session: Session, plan: Plan) -> None:
-    """The new customers and numbers, in two batched flushes (changed customers go too)."""
+_ACTIONS = {"created": "create", "updated": "update", "unchanged": "unchanged"}
+
+
+def preview_row(parsed: Parsed, outcome: str, numbering: Numbering) -> dict[str, Any]:
+    """One row of the preview: what the file says and what the import would do with it."""
+    values = parsed.values
+    return {
+        "line": parsed.line,
+        "action": _ACTIONS[outcome],
+        **{key: values.get(key) for key in ("code", "name", "furigana", "company")},
+        "phones": [numbering.normalise(e164).national or e164 for e164, _, _ in parsed.phones],
+    }
+
+
+def write_plan(session: Session, plan: Plan, staff_id: int | None = None) -> None:
+    """The new customers and numbers, in two batched flushes (changed customers go too),
+    and an audit entry (source ``import``) per customer created or changed: its columns
+    and numbers before and after."""
     session.add_all(plan.new)
     session.flush()
     session.add_all(
         CustomerPhone(customer_id=customer.id, e164=e164, raw=raw, label=label)
         for customer, e164, raw, label in plan.phones
     )
+    session.flush()
+    changed = [(customer, None) for customer in plan.new] + list(plan.before.values())
+    for customer, before in changed:
+        after = {**snapshot(customer), "phones": sorted(plan.known.get(id(customer), ()))}
+        if after != before:
+            record(
+                session,
+                staff_id=staff_id,
+                action="create" if before is None else "update",
+                entity="customer",
+                entity_id=customer.id,
+                customer_id=customer.id,
+                before=before,
+                after=after,
+                source="import",
+            )
     session.flush()
 
 
@@ -522,6 +564,8 @@ def import_customers(
     numbering: Numbering,
     mapping: Mapping[str, str] | None = None,
     write: bool = True,
+    preview: int = 0,
+    staff_id: int | None = None,
 ) -> Report:
     """Read every row; with ``write`` and no row error, write them into ``session``.
 
@@ -530,7 +574,8 @@ def import_customers(
     are read (SQLite's write lock is held only for the writing itself), and then only
     when ``write`` is set and no row had an error; the caller commits when
     ``report.errors`` is empty and it is not a dry run, and rolls back otherwise (which
-    also drops the in-memory changes).
+    also drops the in-memory changes). The writing adds the audit entries (source
+    ``import``; ``staff_id`` is who imported in the browser, None from the CLI).
     """
     columns, rows = read_table(text, mapping)
     report = Report()
@@ -544,8 +589,10 @@ def import_customers(
                 continue
             outcome = plan_row(session, plan, parsed)
             setattr(report, outcome, getattr(report, outcome) + 1)
+            if len(report.preview) < preview:
+                report.preview.append(preview_row(parsed, outcome, numbering))
     if write and not report.errors:
-        write_plan(session, plan)
+        write_plan(session, plan, staff_id)
     return report
 
 

@@ -21,7 +21,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, func, select, text
 from sqlalchemy.orm import Session
 
-from db.models import Call, Customer, CustomerPhone, Note, Staff, Transaction
+from db.models import Call, Customer, CustomerPhone, FamilyMember, Note, Staff, Transaction
+from db.search import refresh_search
 from db.staff import create_staff, hash_password
 
 TOKYO = ZoneInfo("Asia/Tokyo")
@@ -95,6 +96,9 @@ class _Person:
     preferences: str | None = None
     memo: str | None = None
     born: tuple[int, int, int] | None = None  # year, month, day
+    honorific: str | None = "様"
+    contact_hours: str | None = None
+    follow_up_in: int | None = None  # the customer's next follow-up, days from today
 
 
 # fmt: off
@@ -103,7 +107,7 @@ _PEOPLE: tuple[_Person, ...] = (
             tags=("リピーター", "紹介元"), preferences="お茶は緑茶。午前中は不在がち",
             memo="ご近所の方を何度も紹介してくださっている。駐車は家の前に一台分あり。",
             phones=(_Phone("03-1234-5678", "自宅"), _Phone("090-1234-5678", "携帯")),
-            born=(1956, 4, 3)),
+            born=(1956, 4, 3), contact_hours="平日 13-18時"),
     _Person(key="tanaka_ichiro", name="田中 一郎", furigana="たなか いちろう", staff="suzuki",
             rank="B", tags=("リピーター",), preferences="耳が少し遠いので、ゆっくり大きめの声で",
             phones=(_Phone("045-123-4567", "自宅"),), born=(1948, 11, 20)),
@@ -163,7 +167,8 @@ _PEOPLE: tuple[_Person, ...] = (
             rank="C", preferences="補聴器使用。FAX 併用可",
             phones=(_Phone("0466-22-1133", "自宅"),)),
     _Person(key="ogawa", name="小川 智子", furigana="おがわ ともこ", staff="suzuki", rank="B",
-            tags=("リフォーム検討中",), phones=(_Phone("080-1111-2222", "携帯"),)),
+            tags=("リフォーム検討中",), phones=(_Phone("080-1111-2222", "携帯"),),
+            follow_up_in=0),  # 今日のフォロー: the customer's own date
     _Person(key="fujita", name="藤田 勇", furigana="ふじた いさむ", staff="sato", rank="B",
             tags=("リピーター",), phones=(_Phone("03-3300-5566", "自宅"),)),
     _Person(key="okada", name="岡田 里美", furigana="おかだ さとみ", staff="suzuki", rank="C",
@@ -216,6 +221,22 @@ _NOTES: tuple[tuple[str, int, int, str, str], ...] = (
     ("ishikawa", 365, 10, "sato", "玄関スロープの相談。補助金の案内をFAXで送付。"),
     ("ogawa", 50, 12, "suzuki", "外壁のひび割れ写真をメールで受領。点検の日程を提案中。"),
 )
+
+# Follow-ups on notes: (customer, the note's days before today) -> due, days from today
+# (negative: overdue). 今日のフォロー shows them; 山田 様's pop opens with his.
+_NOTE_FOLLOW_UPS: dict[tuple[str, int], int] = {
+    ("yamada", 40): 0,
+    ("tanaka_kazuko", 14): -2,
+    ("kobayashi", 3): 5,
+}
+
+# Family members: (customer, name, furigana, relation, birth year, birthday in days from
+# today). 山田 様's wife has her birthday this week: an opener on the showcase pop.
+_FAMILY: tuple[tuple[str, str, str, str, int, int], ...] = (
+    ("yamada", "山田 花子", "やまだ はなこ", "妻", 1958, 3),
+    ("yamada", "山田 一郎", "やまだ いちろう", "長男", 1985, 200),
+    ("tanaka_ichiro", "田中 和子", "たなか かずこ", "妻", 1950, 120),
+)
 # fmt: on
 
 # Calls already in the log: (raw number as the PBX sent it, days before today, hour JST,
@@ -243,6 +264,13 @@ def _birthday(born: tuple[int, int, int], today: dt.date) -> dt.date:
     return dt.date(year, month, day)
 
 
+def _birthday_in(year: int, days: int, today: dt.date) -> dt.date:
+    day = today + dt.timedelta(days=days)
+    if (day.month, day.day) == (2, 29):
+        year += (4 - year % 4) % 4  # a leap year, so the date exists
+    return dt.date(year, day.month, day.day)
+
+
 def seed_demo(session: Session, *, today: dt.date) -> DemoInfo:
     """Write the demo data set dated relative to ``today`` (JST); flushed, not committed."""
     staff: dict[str, Staff] = {}
@@ -267,6 +295,13 @@ def seed_demo(session: Session, *, today: dt.date) -> DemoInfo:
             preferences=person.preferences,
             memo=person.memo,
             birthday=_birthday(person.born, today) if person.born else None,
+            honorific=person.honorific,
+            contact_hours=person.contact_hours,
+            next_follow_up_on=(
+                today + dt.timedelta(days=person.follow_up_in)
+                if person.follow_up_in is not None
+                else None
+            ),
             assigned_staff_id=staff[person.staff].id if person.staff else None,
         )
         session.add(customer)
@@ -295,13 +330,25 @@ def seed_demo(session: Session, *, today: dt.date) -> DemoInfo:
         )
     for key, days, hour, login, body in _NOTES:
         at = _at(today, days, hour)
+        due = _NOTE_FOLLOW_UPS.get((key, days))
         session.add(
             Note(
                 customer_id=customers[key].id,
                 staff_id=staff[login].id,
                 body=body,
+                follow_up_on=today + dt.timedelta(days=due) if due is not None else None,
                 created_at=at,
                 updated_at=at,
+            )
+        )
+    for key, name, furigana, relation, year, days in _FAMILY:
+        session.add(
+            FamilyMember(
+                customer_id=customers[key].id,
+                name=name,
+                furigana=furigana,
+                relation=relation,
+                birthday=_birthday_in(year, days, today),
             )
         )
     by_number = {_e164(p.raw): customers[person.key] for person in _PEOPLE for p in person.phones}
@@ -340,6 +387,17 @@ _SURNAMES = (
     "佐藤 鈴木 高橋 田中 伊藤 渡辺 山本 中村 小林 加藤 吉田 山田 佐々木 山口 松本 井上".split()
 )
 _GIVEN = "健 美咲 誠 陽子 大輔 恵子 翔太 さくら 修 真理子 拓也 由美 直樹 和子 浩 奈々".split()
+# Their readings, in the same order: search-as-you-type finds people by these.
+_SURNAME_KANA = (
+    "さとう すずき たかはし たなか いとう わたなべ やまもと なかむら こばやし かとう よしだ"
+    " やまだ ささき やまぐち まつもと いのうえ"
+).split()
+_GIVEN_KANA = (
+    "けん みさき まこと ようこ だいすけ けいこ しょうた さくら おさむ まりこ たくや ゆみ"
+    " なおき かずこ ひろし なな"
+).split()
+# One customer in seven is a company's contact.
+_COMPANIES = ("株式会社 青葉不動産", "有限会社 松本商店", "中村歯科医院", "池田建築設計事務所")
 _TITLES = ("雨漏り修繕", "外壁塗装", "給湯器交換", "内窓設置", "浴室リフォーム", "水栓交換")
 _NOTE_BODIES = (
     "見積送付済み。",
@@ -357,9 +415,10 @@ _LANDLINE_STEP = 69_621
 def seed_bulk(session: Session, n: int, *, seed: int = 1) -> None:
     """Add ``n`` synthetic customers with phones, transactions and notes (not committed).
 
-    Every customer has a unique 090 mobile; every third also a Tokyo landline, one
-    in fifty of which is shared with the previous customer (a family). Numbers do not
-    collide for ``n`` up to 10^8 within one ``seed``.
+    Every customer has a furigana and a unique 090 mobile, one in seven a company; every
+    third also a Tokyo landline, one in fifty of which is shared with the previous
+    customer (a family). Numbers do not collide for ``n`` up to 10^8 within one ``seed``.
+    The search columns are filled (``db.search.refresh_search``).
 
     Rows go straight to the driver's ``executemany``: SQLAlchemy's per-value bind
     processing costs more than SQLite's insert itself, and a million customers
@@ -402,9 +461,14 @@ def seed_bulk(session: Session, n: int, *, seed: int = 1) -> None:
         landline = ""
         for i in range(start, min(n, start + _CHUNK)):
             cid = first + i
-            name = f"{rng.choice(_SURNAMES)} {rng.choice(_GIVEN)}"
+            surname, given = rng.randrange(len(_SURNAMES)), rng.randrange(len(_GIVEN))
+            name = f"{_SURNAMES[surname]} {_GIVEN[given]}"
+            furigana = f"{_SURNAME_KANA[surname]} {_GIVEN_KANA[given]}"
+            company = _COMPANIES[(i // 7) % len(_COMPANIES)] if i % 7 == 0 else None
             staff_id = staff_ids[i % len(staff_ids)]
-            customers.append((cid, name, "ABC"[i % 3], "[]", staff_id, stamp, stamp))
+            customers.append(
+                (cid, name, furigana, company, "ABC"[i % 3], "[]", staff_id, stamp, stamp)
+            )
             mobile = f"+8190{(i * _MOBILE_STEP + offset) % 10**8:08d}"
             phones.append((cid, mobile, "携帯", "0" + mobile[3:], stamp, stamp))
             if i % 3 == 0:
@@ -429,7 +493,7 @@ def seed_bulk(session: Session, n: int, *, seed: int = 1) -> None:
                 notes.append((cid, staff_id, body, at, at))
         writer.insert(
             "customers",
-            "id name rank tags assigned_staff_id created_at updated_at",
+            "id name furigana company rank tags assigned_staff_id created_at updated_at",
             customers,
         )
         writer.insert("customer_phones", "customer_id e164 label raw created_at updated_at", phones)
@@ -439,6 +503,8 @@ def seed_bulk(session: Session, n: int, *, seed: int = 1) -> None:
             transactions,
         )
         writer.insert("notes", "customer_id staff_id body created_at updated_at", notes)
+    # Core inserts pass by the ORM's hooks: fill the search columns here.
+    refresh_search(connection)
     if connection.dialect.name == "postgresql":
         # Explicit ids leave PostgreSQL's serial sequences behind; the next ordinary
         # insert (create_staff, a customer typed in) would collide without this.

@@ -147,6 +147,8 @@ class Customer(Timestamped, SoftDeleted, Base):
             sqlite_where=text("code IS NOT NULL"),
             postgresql_where=text("code IS NOT NULL"),
         ),
+        # Search with nothing typed lists the most recently updated customers (db.search).
+        Index("ix_customers_updated_at", "updated_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -2,7 +2,9 @@
 without losing what it said, and reading one back with its earlier texts.
 
 A note always belongs to a customer: given, the call's customer, or a customer created
-here from the call's caller number. Returns plain dicts of native values; raises
+here from the call's caller number. Each note written or corrected (and a customer
+created with one) adds its entry to the audit trail (``db.audit``) in the same
+transaction. Returns plain dicts of native values; raises
 :class:`NoteRefused` for what the caller asked wrongly. Knows nothing of HTTP or of how
 numbers are normalised (the call row holds the caller's E.164).
 """
@@ -18,12 +20,15 @@ from sqlalchemy import Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from db.audit import plain_row, record, snapshot
 from db.models import Call, Customer, CustomerPhone, Note, NoteRevision, Staff, utcnow
 
 _note_table = cast(Table, Note.__table__)
 _notes = _note_table.c
 _revision_table = cast(Table, NoteRevision.__table__)
 _CORRECTION_ATTEMPTS = 5
+
+NoteKind = Literal["call", "visit", "email", "other"]
 
 # The label of the phone a note from an unknown caller files the caller's number under.
 NEW_CUSTOMER_PHONE_LABEL = "電話"
@@ -56,6 +61,8 @@ class NoteDraft:
     tags: Sequence[str] = ()
     follow_up_on: dt.date | None = None
     new_customer: NewCustomer | None = None
+    # call: after a call (or about one); visit / email / other: written by hand.
+    kind: NoteKind = "call"
 
 
 def save_note(session: Session, draft: NoteDraft) -> tuple[dict[str, Any], bool]:
@@ -82,7 +89,7 @@ def save_note(session: Session, draft: NoteDraft) -> tuple[dict[str, Any], bool]
         if live is None:
             raise NoteRefused("not_found", "顧客が見つかりません")
     elif draft.new_customer is not None:
-        customer_id = _create_customer(session, draft.new_customer, call)
+        customer_id = _create_customer(session, draft.new_customer, call, draft.staff_id)
     elif call is not None and call.customer_id is not None:
         customer_id = call.customer_id
     if customer_id is None:
@@ -96,11 +103,23 @@ def save_note(session: Session, draft: NoteDraft) -> tuple[dict[str, Any], bool]
         idempotency_key=draft.idempotency_key,
         tags=list(draft.tags),
         follow_up_on=draft.follow_up_on,
+        kind=draft.kind,
         created_at=now,
         updated_at=now,
     )
     session.add(note)
     try:
+        session.flush()  # the id for the audit entry; a duplicate key is refused here
+        record(
+            session,
+            staff_id=draft.staff_id,
+            action="create",
+            entity="note",
+            entity_id=note.id,
+            customer_id=customer_id,
+            before=None,
+            after=snapshot(note),
+        )
         session.commit()
     except IntegrityError:
         session.rollback()  # the customer created above goes too: the first save made one
@@ -113,22 +132,43 @@ def save_note(session: Session, draft: NoteDraft) -> tuple[dict[str, Any], bool]
     return created, True
 
 
-def _create_customer(session: Session, new: NewCustomer, call: Call | None) -> int:
+def _create_customer(session: Session, new: NewCustomer, call: Call | None, staff_id: int) -> int:
     customer = Customer(name=new.name, furigana=new.furigana, tags=[])
     session.add(customer)
     session.flush()
+    _audit_created(session, "customer", customer, customer.id, staff_id)
     if call is not None and call.caller_e164 is not None and not call.withheld:
-        session.add(
-            CustomerPhone(
-                customer_id=customer.id,
-                e164=call.caller_e164,
-                raw=(call.caller_raw or "")[:64] or None,
-                label=NEW_CUSTOMER_PHONE_LABEL,
-            )
+        phone = CustomerPhone(
+            customer_id=customer.id,
+            e164=call.caller_e164,
+            raw=(call.caller_raw or "")[:64] or None,
+            label=NEW_CUSTOMER_PHONE_LABEL,
         )
+        session.add(phone)
+        session.flush()
+        _audit_created(session, "phone", phone, customer.id, staff_id)
     if call is not None and call.customer_id is None:
         call.customer_id = customer.id  # the call log now says whose call it was
     return customer.id
+
+
+def _audit_created(
+    session: Session,
+    entity: Literal["customer", "phone"],
+    row: Any,
+    customer_id: int,
+    staff_id: int,
+) -> None:
+    record(
+        session,
+        staff_id=staff_id,
+        action="create",
+        entity=entity,
+        entity_id=row.id,
+        customer_id=customer_id,
+        before=None,
+        after=snapshot(row),
+    )
 
 
 def correct_note(session: Session, note_id: int, *, body: str, staff_id: int) -> dict[str, Any]:
@@ -140,11 +180,16 @@ def correct_note(session: Session, note_id: int, *, body: str, staff_id: int) ->
     note that does not exist or was deleted.
     """
     for _ in range(_CORRECTION_ATTEMPTS):
-        current = session.scalar(
-            select(_notes.body).where(_notes.id == note_id, _notes.deleted_at.is_(None))
+        row = (
+            session.execute(
+                select(_note_table).where(_notes.id == note_id, _notes.deleted_at.is_(None))
+            )
+            .mappings()
+            .one_or_none()
         )
-        if current is None:
+        if row is None:
             raise NoteRefused("not_found", "メモが見つかりません")
+        current = row["body"]
         if current == body:
             break
         now = utcnow()
@@ -158,6 +203,17 @@ def correct_note(session: Session, note_id: int, *, body: str, staff_id: int) ->
                 insert(_revision_table).values(
                     note_id=note_id, body=current, staff_id=staff_id, changed_at=now
                 )
+            )
+            before = plain_row(row)
+            record(
+                session,
+                staff_id=staff_id,
+                action="update",
+                entity="note",
+                entity_id=note_id,
+                customer_id=row["customer_id"],
+                before=before,
+                after={**before, "body": body},
             )
             session.commit()
             break
@@ -212,6 +268,7 @@ def notes_detail(session: Session, note_ids: Sequence[int]) -> list[dict[str, An
             "customer_id": note.customer_id,
             "tags": list(note.tags or []),
             "follow_up_on": note.follow_up_on,
+            "kind": note.kind,
             "revisions": earlier.get(note.id, []),
         }
         for note, staff_name in rows

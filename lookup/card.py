@@ -60,10 +60,41 @@ class NoteLine(_Frozen):
     )
 
 
+class OpenerKind(StrEnum):
+    """What a conversation opener is about (lookup/openers.py: the order they win in)."""
+
+    FOLLOW_UP_DUE = "follow_up_due"  # an open follow-up was due today or before
+    BIRTHDAY = "birthday"  # the customer's birthday today or within the week
+    FAMILY_BIRTHDAY = "family_birthday"  # a family member's birthday, the same
+    TRANSACTION_FOLLOW_UP = "transaction_follow_up"  # ask after the last transaction
+    DORMANT = "dormant"  # no contact for longer than the rank's dormant days
+    PREFERENCE = "preference"  # お茶は緑茶
+
+
+class Opener(_Frozen):
+    """One short line that helps whoever answers start the conversation."""
+
+    kind: OpenerKind
+    text_ja: str
+    text_en: str
+    on: date | None = Field(
+        default=None,
+        description="the date it is about: the transaction, the birthday this year, the due date",
+    )
+    days: int | None = Field(
+        default=None, description="days since the last contact (dormant) or overdue (follow-up)"
+    )
+    subject: str | None = Field(
+        default=None,
+        description="what it names: the transaction's title, the family member, the preference",
+    )
+
+
 class CustomerCard(_Frozen):
     id: int
     name: str
     furigana: str | None
+    honorific: str | None = Field(default=None, description="様 / 御中, shown after the name")
     company: str | None
     rank: str | None
     tags: list[str] = Field(default_factory=list)
@@ -84,6 +115,10 @@ class CustomerCard(_Frozen):
     last_contact_at: datetime | None = None
     days_since_contact: int | None = None
     birthday_today: bool = False
+    contact_hours: str | None = Field(default=None, description="連絡可能: 平日 10-17時")
+    openers: list[Opener] = Field(
+        default_factory=list, description="at most three, the most useful first"
+    )
 
 
 class CallerCard(_Frozen):

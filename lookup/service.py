@@ -11,9 +11,13 @@ fixed whatever the table sizes (docs/architecture.md, "Scale"):
    backwards and stopping after N rows (works on SQLite and PostgreSQL alike,
    unlike LATERAL; cheaper than a window over a customer's whole history);
 4. calls from this number before ``now`` (count, latest) — ``ix_calls_caller_started``;
-5. the latest call per matched customer — ``ix_calls_customer_started``.
+5. the latest call per matched customer — ``ix_calls_customer_started``;
+6. the matched customers' family birthdays and open follow-ups due by today, one
+   UNION ALL (``ix_family_members_customer_id``, ``ix_notes_customer_created``): what
+   the conversation openers (lookup/openers.py) need beyond 1-5.
 
-An unknown number costs queries 1 and 4. Withheld numbers, extensions and
+An unknown number costs queries 1 and 4. The openers are computed from these rows
+in the same worker-thread pass, under the same deadline. Withheld numbers, extensions and
 unreadable numbers cost nothing and never wait for the database. The statements are
 built once with bound parameters and run as Core statements on the session's
 connection; tests/lookup checks SQLite's plan for each of them.
@@ -38,11 +42,24 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Result, Row, Select, bindparam, func, select, text, union_all
+from sqlalchemy import (
+    CompoundSelect,
+    Connection,
+    Result,
+    Row,
+    Select,
+    bindparam,
+    func,
+    literal,
+    null,
+    select,
+    text,
+    union_all,
+)
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from db.models import Call, Customer, CustomerPhone, Note, Staff, Transaction
+from db.models import Call, Customer, CustomerPhone, FamilyMember, Note, Staff, Transaction
 from lookup.card import (
     CallerCard,
     CardStatus,
@@ -53,6 +70,7 @@ from lookup.card import (
     TransactionLine,
 )
 from lookup.numbers import Number, Numbering
+from lookup.openers import CustomerFacts, DueFollowUp, FamilyFact, OpenerRules, openers_for
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +80,8 @@ _AnySelect = Select[*tuple[Any, ...]]
 TOKYO = ZoneInfo("Asia/Tokyo")
 # Colleagues named when the 担当者 cannot take the call (from the notes already read).
 RECENT_STAFF = 2
+# Family birthdays and open follow-ups read for one pop, at most (query 6).
+EXTRAS_MAX = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +107,10 @@ class CallerLookup:
         numbering: Numbering = Numbering(),  # noqa: B008 (frozen: one shared default is fine)
         timeout: float = 0.3,
         history: int = 5,
+        rules: OpenerRules = OpenerRules(),  # noqa: B008 (frozen)
     ) -> None:
         self._session_factory = session_factory
+        self._rules = rules
         self.numbering = numbering
         self._timeout = timeout
         self._history = history
@@ -187,12 +209,13 @@ class CallerLookup:
                 transactions = _transactions_of(connection, ids, self._history)
                 notes, writers = _notes_of(connection, ids, self._history)
                 customer_calls = _latest_call_per_customer(connection, ids, now)
+                today = now.astimezone(TOKYO).date()
+                family, follow_ups = _extras_of(connection, ids, today)
                 if len(matches) == 1 and last_call_at is not None:
                     # A number of exactly one customer: its calls are that customer's
                     # calls, even those logged before the number was entered.
                     only = ids[0]
                     customer_calls[only] = max(customer_calls.get(only, last_call_at), last_call_at)
-                today = now.astimezone(TOKYO).date()
                 customers = [
                     _customer_card(
                         m,
@@ -200,7 +223,10 @@ class CallerLookup:
                         notes=notes.get(m.id, []),
                         writers=writers.get(m.id, []),
                         last_call_at=customer_calls.get(m.id),
+                        family=family.get(m.id, []),
+                        follow_ups=follow_ups.get(m.id, []),
                         today=today,
+                        rules=self._rules,
                     )
                     for m in matches
                 ]
@@ -236,6 +262,7 @@ _staff = Staff.__table__.c
 _calls = Call.__table__.c
 _transactions = Transaction.__table__.c
 _notes = Note.__table__.c
+_family = FamilyMember.__table__.c
 
 # One row per (customer, matching phone): the customer, the phone's label and owner,
 # and the assigned staff.
@@ -244,7 +271,10 @@ _MATCHES = (
         _customers.id,
         _customers.name,
         _customers.furigana,
+        _customers.honorific,
         _customers.company,
+        _customers.contact_hours,
+        _customers.next_follow_up_on,
         _customers.rank,
         _customers.tags,
         _customers.preferences,
@@ -282,6 +312,40 @@ _LATEST_CALL_PER_CUSTOMER = (
         _calls.started_at < bindparam("now"),
     )
     .group_by(_calls.customer_id)
+)
+
+
+# The openers' extra facts of the matched customers, one statement: family members
+# with a birthday, and notes whose follow-up is due by today and not done. ``text`` is
+# the family member's name or the note's body; ``day`` the birthday or the due date.
+_EXTRAS: CompoundSelect[*tuple[Any, ...]] = (
+    union_all(
+        select(
+            _family.customer_id,
+            literal("family").label("kind"),
+            _family.name.label("text"),
+            _family.relation,
+            _family.birthday.label("day"),
+        ).where(
+            _family.customer_id.in_(bindparam("ids", expanding=True)),
+            _family.deleted_at.is_(None),
+            _family.birthday.is_not(None),
+        ),
+        select(
+            _notes.customer_id,
+            literal("note").label("kind"),
+            _notes.body.label("text"),
+            null().label("relation"),
+            _notes.follow_up_on.label("day"),
+        ).where(
+            _notes.customer_id.in_(bindparam("ids", expanding=True)),
+            _notes.deleted_at.is_(None),
+            _notes.follow_up_done_at.is_(None),
+            _notes.follow_up_on <= bindparam("today"),
+        ),
+    )
+    .order_by("kind", "day", "customer_id")
+    .limit(EXTRAS_MAX)
 )
 
 
@@ -375,6 +439,22 @@ def _latest_call_per_customer(
     return found
 
 
+def _extras_of(
+    connection: Connection, customer_ids: list[int], today: dt.date
+) -> tuple[dict[int, list[FamilyFact]], dict[int, list[DueFollowUp]]]:
+    family: dict[int, list[FamilyFact]] = {}
+    follow_ups: dict[int, list[DueFollowUp]] = {}
+    for row in connection.execute(_EXTRAS, {"ids": customer_ids, "today": today}):
+        day = _date(row.day)
+        if row.kind == "family":
+            family.setdefault(row.customer_id, []).append(
+                FamilyFact(name=row.text, relation=row.relation, birthday=day)
+            )
+        else:
+            follow_ups.setdefault(row.customer_id, []).append(DueFollowUp(due=day, body=row.text))
+    return family, follow_ups
+
+
 def _transactions_of(
     connection: Connection, customer_ids: list[int], history: int
 ) -> dict[int, list[TransactionLine]]:
@@ -458,7 +538,10 @@ def _customer_card(
     notes: list[NoteLine],
     writers: list[StaffRef],
     last_call_at: dt.datetime | None,
+    family: list[FamilyFact],
+    follow_ups: list[DueFollowUp],
     today: dt.date,
+    rules: OpenerRules,
 ) -> CustomerCard:
     contacts = [note.at for note in notes[:1]]
     if transactions:
@@ -468,10 +551,23 @@ def _customer_card(
     if last_call_at is not None:
         contacts.append(last_call_at)
     last_contact = max(contacts, default=None)
+    if match.next_follow_up_on is not None:
+        follow_ups = [*follow_ups, DueFollowUp(due=_date(match.next_follow_up_on))]
+    facts = CustomerFacts(
+        today=today,
+        rank=match.rank,
+        birthday=match.birthday,
+        preferences=match.preferences,
+        last_transaction=(transactions[0].date, transactions[0].title) if transactions else None,
+        last_contact_on=last_contact.astimezone(TOKYO).date() if last_contact else None,
+        family=tuple(family),
+        follow_ups=tuple(follow_ups),
+    )
     return CustomerCard(
         id=match.id,
         name=match.name,
         furigana=match.furigana,
+        honorific=match.honorific,
         company=match.company,
         rank=match.rank,
         tags=list(match.tags or []),
@@ -498,6 +594,8 @@ def _customer_card(
             (today - last_contact.astimezone(TOKYO).date()).days if last_contact else None
         ),
         birthday_today=_is_birthday(match.birthday, today),
+        contact_hours=match.contact_hours,
+        openers=openers_for(facts, rules),
     )
 
 
@@ -510,6 +608,11 @@ def _is_birthday(birthday: dt.date | None, today: dt.date) -> bool:
     if (birthday.month, birthday.day) != (2, 29) or (today.month, today.day) != (2, 28):
         return False
     return not calendar.isleap(today.year)
+
+
+def _date(value: dt.date | str) -> dt.date:
+    # A date out of a UNION on SQLite may come back as its ISO text.
+    return dt.date.fromisoformat(value) if isinstance(value, str) else value
 
 
 def _aware(value: dt.datetime | None) -> dt.datetime | None:

@@ -15,14 +15,13 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from db.customers import customer_detail
 from db.models import Staff
 from db.staff import get_staff
 from lookup.card import CallerCard
 from popup_ui.auth import CurrentStaff, access_router
 from popup_ui.context import CallNotFound, CallNotYours, CallTaken, get_web
 from popup_ui.messages import BoardSnapshot, Call
-from popup_ui.schemas import CustomerOut, StaffList, StaffListEntry, StaffOut, UiOut
+from popup_ui.schemas import StaffList, StaffListEntry, StaffOut, UiOut
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 # Row ids are INTEGER columns (db/migrations): 32-bit on PostgreSQL, where a larger
@@ -169,24 +168,3 @@ async def lookup_number(
         lookup.numbering.normalise(number), now=datetime.now(TOKYO), keep_late=False
     )
     return found.card
-
-
-@router.get("/customers/{customer_id}", responses={404: {"description": "no such customer"}})
-async def customer(
-    request: Request,
-    # An id beyond the column's range is no customer of ours: refused here (422), not
-    # left to overflow in the driver (a 500) or the database (a 503).
-    customer_id: int = Path(ge=1, le=MAX_ID, description="a customer id"),
-) -> CustomerOut:
-    """One customer with phones, transactions and notes."""
-    factory = get_web(request).services.session_factory
-
-    def load() -> CustomerOut | None:
-        with factory() as session:
-            found = customer_detail(session, customer_id)
-        return None if found is None else CustomerOut.model_validate(found)
-
-    detail = await run_in_threadpool(load)
-    if detail is None:
-        raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail="顧客が見つかりません")
-    return detail

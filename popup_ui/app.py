@@ -35,7 +35,8 @@ from starlette.routing import Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from popup_ui import admin, api, auth, health, records, ws
+from popup_ui import admin, api, auth, customers, followups, health, records, trash, ws
+from popup_ui import search as customer_search
 from popup_ui.auth import declare_access
 from popup_ui.context import StartupError, WebConfig, WebServices, WebState
 from popup_ui.login_guard import LoginLimiter, PasswordCheck
@@ -109,6 +110,10 @@ def create_app(
     app.include_router(auth.router)
     app.include_router(api.router)
     app.include_router(records.router)
+    app.include_router(customers.router)
+    app.include_router(trash.router)
+    app.include_router(followups.router)
+    app.include_router(customer_search.router)
     app.include_router(admin.router)
     app.include_router(admin.me_router)
     app.include_router(ws.router)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol, cast
 
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import HTTPConnection
 
 from lookup.numbers import Number
+from lookup.openers import OpenerRules
 
 if TYPE_CHECKING:
     from lookup.service import Lookup
@@ -68,6 +69,8 @@ class WebConfig:
     allowed_origins: tuple[str, ...] = ()
     language: Literal["ja", "en"] = "ja"
     company_name: str = ""
+    # [followups]: when a customer is dormant (休眠), per rank.
+    followups: OpenerRules = field(default_factory=OpenerRules)
 
 
 class CardLookup(Protocol):

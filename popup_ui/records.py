@@ -111,6 +111,7 @@ async def create_note(
         tags=tuple(dict.fromkeys(body.tags)),  # once each, in the order given
         follow_up_on=body.follow_up_on,
         new_customer=None if new is None else NewCustomer(name=new.name, furigana=new.furigana),
+        kind=body.kind,
     )
     found, created = await _run(request, lambda session: save_note(session, draft))
     if not created:

@@ -7,7 +7,7 @@ The WebSocket vocabulary is in :mod:`popup_ui.messages`; the caller card is
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -60,12 +60,29 @@ class UiOut(_Out):
     language: Literal["ja", "en"]
 
 
+class SharedWithOut(_Out):
+    """Another live customer reached on the same number (a family line, a 代表)."""
+
+    id: int
+    name: str
+
+
 class PhoneOut(_Out):
     id: int
     number: str | None = Field(description="E.164")
+    national: str | None = Field(default=None, description="as people read it: 03-1234-5678")
     raw: str | None
     label: str | None
     owner_name: str | None
+    shared_with: list[SharedWithOut] = Field(default_factory=list)
+
+
+class FamilyOut(_Out):
+    id: int
+    name: str
+    furigana: str | None
+    relation: str | None
+    birthday: date | None
 
 
 class TransactionOut(_Out):
@@ -73,7 +90,8 @@ class TransactionOut(_Out):
     date: date
     title: str
     amount: int | None = Field(description="yen")
-    memo: str | None
+    staff: StaffRef | None = Field(default=None, description="who handled it")
+    detail: str | None = Field(default=None, description="what was done (the memo)")
 
 
 class CustomerNoteOut(_Out):
@@ -84,24 +102,76 @@ class CustomerNoteOut(_Out):
     staff_name: str | None
     body: str
     call_id: str | None
+    kind: str = "call"
+    follow_up_on: date | None = None
+    follow_up_done_at: datetime | None = None
+
+
+_Date = date  # for the models with a field named ``date``
+
+
+class TimelineItemOut(_Out):
+    """One thing in a customer's history, newest first. ``kind`` says which fields are
+    set: call → direction, outcome, answered_by_name, talk_seconds, note_ids; note →
+    note_kind, body, staff_name, follow_up_on, corrected_at; transaction → date, title,
+    amount, staff_name, detail. A transaction stands at the start of its day."""
+
+    kind: Literal["call", "note", "transaction"]
+    at: datetime
+    id: int | str = Field(description="the note's or transaction's id, or the call's id")
+    direction: Literal["in"] | None = None
+    outcome: str | None = None
+    answered_by_name: str | None = None
+    talk_seconds: int | None = None
+    note_ids: list[int] | None = None
+    note_kind: str | None = None
+    body: str | None = None
+    staff_name: str | None = None
+    follow_up_on: _Date | None = None
+    corrected_at: datetime | None = None
+    date: _Date | None = None
+    title: str | None = None
+    amount: int | None = Field(default=None, description="yen")
+    detail: str | None = None
+
+
+class TimelineOut(_Out):
+    """``GET /api/customers/{id}/timeline``: a page, and the cursor of the next (or null)."""
+
+    items: list[TimelineItemOut]
+    next: str | None
 
 
 class CustomerOut(_Out):
-    """One customer with every live phone, transaction and note (newest first)."""
+    """One customer with everything on file: every live phone, family member,
+    transaction and note (newest first), and the first page of the timeline."""
 
     id: int
+    code: str | None = None
     name: str
     furigana: str | None
+    honorific: str | None = None
     company: str | None
+    department: str | None = None
+    postal_code: str | None = None
+    address: str | None = None
+    email: str | None = None
+    contact_hours: str | None = None
     rank: str | None
     tags: list[str]
     preferences: str | None
     memo: str | None
     birthday: date | None
+    next_follow_up_on: date | None = None
     assigned_staff: StaffRef | None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
     phones: list[PhoneOut]
+    family: list[FamilyOut] = Field(default_factory=list)
     transactions: list[TransactionOut]
     notes: list[CustomerNoteOut]
+    timeline: list[TimelineItemOut] = Field(default_factory=list)
+    timeline_more: bool = Field(default=False, description="older items: GET …/timeline")
 
 
 # --- notes and the call log (popup_ui.records) ---------------------------------------
@@ -111,6 +181,7 @@ _TEXT = r"^[^\x00]*$"
 CallId = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[0-9A-Za-z]+$")]
 
 NoteTag = Literal["見積依頼", "予約", "クレーム", "問い合わせ", "その他"]
+NoteKind = Literal["call", "visit", "email", "other"]
 
 
 class _In(BaseModel):
@@ -135,6 +206,9 @@ class NoteIn(_In):
     tags: list[NoteTag] = Field(default_factory=list, max_length=5)
     follow_up_on: date | None = None
     new_customer: NewCustomerIn | None = None
+    kind: NoteKind = Field(
+        default="call", description="call: about a call; visit / email / other: by hand"
+    )
 
 
 class NoteCorrectionIn(_In):
@@ -160,6 +234,7 @@ class NoteOut(_Out):
     customer_id: int
     tags: list[str]
     follow_up_on: date | None
+    kind: str = "call"
     revisions: list[NoteRevisionOut]
 
 
@@ -266,6 +341,141 @@ class MissedResolveIn(_In):
 
 class MissedResolved(_Out):
     resolved: int = Field(description="calls closed by this request (already closed: not counted)")
+
+
+# --- customer records: writes (popup_ui.customers), audit and trash (popup_ui.trash) ----
+
+_Short = Annotated[str, Field(max_length=200, pattern=_TEXT)]
+_Long = Annotated[str, Field(max_length=5000, pattern=_TEXT)]
+_Name = Annotated[str, Field(min_length=1, max_length=200, pattern=_TEXT)]
+_Id = Annotated[int, Field(ge=1, le=2**31 - 1)]
+_Yen = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+_Number = Annotated[str, Field(min_length=1, max_length=64, pattern=_TEXT)]
+
+
+class PhoneIn(_In):
+    """A number for a customer, in any spelling; stored as E.164 (422 when unreadable)."""
+
+    number: _Number
+    label: Annotated[str, Field(max_length=32, pattern=_TEXT)] | None = None
+    owner_name: Annotated[str, Field(max_length=100, pattern=_TEXT)] | None = None
+
+
+class PhonePatchIn(_In):
+    """Only the fields sent change; null clears label or owner (not the number)."""
+
+    number: _Number | None = None
+    label: Annotated[str, Field(max_length=32, pattern=_TEXT)] | None = None
+    owner_name: Annotated[str, Field(max_length=100, pattern=_TEXT)] | None = None
+
+
+class CustomerPatchIn(_In):
+    """``PATCH /api/customers/{id}``: only the fields sent change; null clears one."""
+
+    code: Annotated[str, Field(max_length=32, pattern=_TEXT)] | None = None
+    name: _Name | None = None
+    furigana: _Short | None = None
+    honorific: Annotated[str, Field(max_length=16, pattern=_TEXT)] | None = None
+    company: _Short | None = None
+    department: _Short | None = None
+    postal_code: Annotated[str, Field(max_length=16, pattern=_TEXT)] | None = None
+    address: _Long | None = None
+    email: Annotated[str, Field(max_length=254, pattern=_TEXT)] | None = None
+    contact_hours: _Short | None = None
+    rank: Annotated[str, Field(max_length=16, pattern=_TEXT)] | None = None
+    tags: list[Annotated[str, Field(min_length=1, max_length=50, pattern=_TEXT)]] | None = Field(
+        default=None, max_length=30
+    )
+    preferences: _Long | None = None
+    memo: _Long | None = None
+    birthday: date | None = None
+    next_follow_up_on: date | None = None
+    assigned_staff_id: _Id | None = None
+
+
+class CustomerIn(CustomerPatchIn):
+    """``POST /api/customers``: a name, and whatever else is known."""
+
+    name: _Name
+    phones: list[PhoneIn] = Field(default_factory=list, max_length=20)
+
+
+class FamilyPatchIn(_In):
+    name: Annotated[str, Field(min_length=1, max_length=100, pattern=_TEXT)] | None = None
+    furigana: Annotated[str, Field(max_length=100, pattern=_TEXT)] | None = None
+    relation: Annotated[str, Field(max_length=32, pattern=_TEXT)] | None = None
+    birthday: date | None = None
+
+
+class FamilyIn(FamilyPatchIn):
+    name: Annotated[str, Field(min_length=1, max_length=100, pattern=_TEXT)]
+
+
+class TransactionPatchIn(_In):
+    date: _Date | None = None
+    title: _Name | None = None
+    amount: _Yen | None = Field(default=None, description="yen")
+    staff_id: _Id | None = Field(default=None, description="who handled it")
+    detail: _Long | None = None
+
+
+class TransactionIn(TransactionPatchIn):
+    date: _Date
+    title: _Name
+
+
+class AuditEntryOut(_Out):
+    """One change: who (null: the system), when, from where, and the record before and
+    after (null before a create and after a purge)."""
+
+    id: int
+    at: datetime
+    staff_name: str | None
+    source: str = Field(description="web | import | cli")
+    action: Literal["create", "update", "delete", "restore", "purge"]
+    entity: Literal["customer", "phone", "family", "transaction", "note"]
+    entity_id: int
+    customer_id: int | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+
+
+class AuditPage(_Out):
+    """``GET /api/admin/audit``: newest first; ``next`` is the ``before`` of the next page."""
+
+    entries: list[AuditEntryOut]
+    next: int | None
+
+
+class DeletedOut(_Out):
+    entity: Literal["customer", "phone", "family", "transaction", "note"]
+    id: int
+    customer_id: int
+    customer_name: str | None
+    label: str
+    deleted_at: datetime
+    deleted_by_name: str | None = Field(description="from the audit log; null: unknown")
+
+
+class DeletedList(_Out):
+    """``GET /api/admin/deleted``: most recently deleted first."""
+
+    items: list[DeletedOut]
+    truncated: bool = Field(description="more deleted records than the list holds (500)")
+
+
+class RestoredOut(_Out):
+    """``POST /api/admin/restore/{entity}/{id}``: what came back, and whose it is."""
+
+    entity: Literal["customer", "phone", "family", "transaction", "note"]
+    id: int
+    customer_id: int
+
+
+class PurgeIn(_In):
+    """Typing the id again: a purge cannot be undone."""
+
+    confirm: str = Field(min_length=1, max_length=20, description="the record's id, as text")
 
 
 # --- staff accounts (popup_ui.admin) ---------------------------------------------------

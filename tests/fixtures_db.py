@@ -28,7 +28,17 @@ from db.engine import make_engine, make_session_factory, migrate
 from db.models import Customer, CustomerPhone, Note, Staff, Transaction
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-TABLES = ("notes", "transactions", "calls", "customer_phones", "customers", "staff")
+TABLES = (
+    "audit_log",
+    "family_members",
+    "note_revisions",
+    "notes",
+    "transactions",
+    "calls",
+    "customer_phones",
+    "customers",
+    "staff",
+)
 UTC = dt.UTC
 
 

@@ -29,7 +29,7 @@ import { familyName, renderStaffStrip } from "./presence.js";
 import { HandoverForms } from "./handover.js";
 import { CustomersView } from "./customers.js";
 import { FollowupsView } from "./followups.js";
-import { AdminView } from "./admin.js";
+import { AdminView, openPasswordDialog } from "./admin.js";
 
 const RETRY_BASE_MS = 1000;
 const RETRY_MAX_MS = 30000;
@@ -889,6 +889,7 @@ async function start() {
   renderHeader();
   $("login-form").addEventListener("submit", onLogin);
   $("logout-button").addEventListener("click", onLogout);
+  $("password-button").addEventListener("click", () => openPasswordDialog({ api }));
   $("notify-button").addEventListener("click", onEnableNotifications);
   missed = new MissedCalls({
     api,
@@ -898,7 +899,7 @@ async function start() {
     showResolved: $("missed-show-resolved"),
   });
   calllog = new CallLogView({ api, root: $("calllog-view"), navigate });
-  pages.customers = new CustomersView({ api, root: $("customers-view"), navigate });
+  pages.customers = new CustomersView({ api, root: $("customers-view"), navigate, me: () => state.me });
   pages.followups = new FollowupsView({
     api,
     root: $("followups-view"),

@@ -66,10 +66,14 @@ function baseOutcome(call) {
 }
 
 export class CallLogView {
-  /** api(method, path, body) -> {status, data}; root: the view's <main>, filled here. */
-  constructor({ api, root }) {
+  /**
+   * api(method, path, body) -> {status, data}; root: the view's <main>, filled here;
+   * navigate(view, params) opens a customer's page from a row.
+   */
+  constructor({ api, root, navigate }) {
     this.api = api;
     this.root = root;
+    this.navigate = navigate || null;
     this.query = { from: "", to: "", number: "" };
     this.page = 1;
     this.data = null; // the CallPage shown
@@ -210,13 +214,18 @@ export class CallLogView {
     const number = call.withheld ? t("calllog.withheld") : call.caller_national || call.caller_number || "";
     const who = el("td", { className: "calllog-caller" });
     if (customer) {
-      who.append(
-        el("a", {
-          className: "calllog-customer",
-          text: t("honorific", { name: customer.name }),
-          attrs: { href: `/api/customers/${encodeURIComponent(customer.id)}`, target: "_blank", rel: "noopener", "data-testid": "calllog-customer" },
-        }),
-      );
+      // The customer's page (#/customers/12); a plain click opens it in this tab.
+      const link = el("a", {
+        className: "calllog-customer",
+        text: t("honorific", { name: customer.name }),
+        attrs: { href: `#/customers/${encodeURIComponent(customer.id)}`, "data-testid": "calllog-customer" },
+      });
+      link.addEventListener("click", (event) => {
+        if (!this.navigate || event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey || event.altKey) return;
+        event.preventDefault();
+        this.navigate("customers", { id: customer.id });
+      });
+      who.append(link);
     } else if (call.display_name) {
       who.append(el("span", { className: "calllog-display", text: call.display_name }));
     }

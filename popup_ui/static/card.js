@@ -447,22 +447,69 @@ function picker(entry, list, handlers, idBase) {
   return box;
 }
 
+/**
+ * 会話のきっかけ: the card's openers (at most three, the server's order), in the UI's
+ * language; null when there are none.
+ */
+function openerList(customer) {
+  const openers = (Array.isArray(customer.openers) ? customer.openers : []).slice(0, 3);
+  if (!openers.length) return null;
+  const list = el("ul", { className: "opener-list" });
+  for (const opener of openers) {
+    list.append(
+      el("li", {
+        className: `opener opener-${opener.kind}`,
+        text: language() === "en" ? opener.text_en : opener.text_ja,
+        attrs: { "data-testid": "opener", "data-kind": opener.kind },
+      }),
+    );
+  }
+  return el("section", { className: "openers", attrs: { "aria-label": t("followups.openers"), "data-testid": "openers" } }, [list]);
+}
+
+/**
+ * The name: a button to the customer's page (顧客ページ) when the page offers one, then
+ * the honorific (様, or the customer's own) in Japanese. The button stands on its own,
+ * never inside the card's heading button.
+ */
+function customerName(customer, handlers) {
+  const text = el("span", { className: "name-text", text: customer.name });
+  let name = text;
+  if (handlers && handlers.onOpenCustomer && customer.id != null) {
+    name = el("button", {
+      className: "name-link",
+      attrs: { type: "button", title: t("followups.openCustomer"), "data-key": "open-customer", "data-testid": "open-customer" },
+    }, [text]);
+    name.addEventListener("click", () => handlers.onOpenCustomer(customer.id));
+  }
+  return el("div", { className: "name", attrs: { "data-testid": "customer-name" } }, [
+    name,
+    language() === "ja" ? el("span", { className: "sama", text: customer.honorific || "様" }) : null,
+  ]);
+}
+
 function customerBody(entry, customer, handlers, { compact }) {
   const who = el("div", { className: "who" });
   if (customer.furigana) {
     who.append(el("div", { className: "furigana", text: customer.furigana, attrs: { lang: "ja" } }));
   }
-  who.append(
-    el("div", { className: "name", attrs: { "data-testid": "customer-name" } }, [
-      el("span", { className: "name-text", text: customer.name }),
-      language() === "ja" ? el("span", { className: "sama", text: "様" }) : null,
-    ]),
-  );
+  who.append(customerName(customer, handlers));
   if (customer.company) who.append(el("div", { className: "company", text: customer.company }));
+  if (customer.contact_hours && !compact) {
+    who.append(
+      el("div", {
+        className: "contact-hours",
+        text: t("followups.contactHours", { hours: customer.contact_hours }),
+        attrs: { "data-testid": "contact-hours" },
+      }),
+    );
+  }
   const body = el("div", { className: "card-body matched" }, [
     el("div", { className: "identity" }, [who, badges(customer)]),
-    assignedPanel(entry, customer, handlers, { compact }),
   ]);
+  const openers = compact ? null : openerList(customer);
+  if (openers) body.append(openers);
+  body.append(assignedPanel(entry, customer, handlers, { compact }));
   if (!compact) {
     // Node.append(null) would add the text "null": only sections that exist go in.
     for (const section of [facts(customer), history(customer, handlers, entry.call.id)]) {

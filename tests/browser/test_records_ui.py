@@ -175,7 +175,7 @@ def test_the_call_log_finds_a_number_typed_with_dashes_and_pages(
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}", when), when
     assert newest.nth(1).inner_text().splitlines() == [f"{NAKAMURA} 様", NUMBER_TYPED]
     link = newest.nth(1).locator("a")
-    assert link.get_attribute("href").endswith("/api/customers/" + str(_customer(service)))
+    assert link.get_attribute("href").endswith("#/customers/" + str(_customer(service)))
     assert newest.nth(2).inner_text() == "代表"
     assert newest.nth(3).inner_text() == "応答: 佐藤 健"
     assert newest.nth(4).inner_text() == "3分12秒"

@@ -253,3 +253,31 @@ async def test_changing_ones_password_ends_the_other_sessions_and_keeps_this_one
     )
     assert old.status_code == 401
     await _login(live_web, STAFF.login, "a-new-password-1")
+
+
+@pytest.mark.asyncio
+async def test_an_admin_sets_a_new_password_for_someone_and_their_sessions_end(
+    live_web: Live, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="popup_ui.admin")
+    admin = await _login(live_web, ADMIN.login, ADMIN.password)
+    forgot = await _login(live_web, STAFF.login, STAFF.password)
+    staff_id = (await _accounts(admin))[STAFF.login]["id"]
+    reset = f"/api/admin/staff/{staff_id}/password"
+    assert (await admin.post(reset, json={"password": "short"})).status_code == 422
+    assert (await forgot.post(reset, json={"password": "its-new-one-1"})).status_code == 403
+    done = await admin.post(reset, json={"password": "its-new-one-1"})
+    assert done.status_code == 204, done.text
+    assert (await forgot.get("/api/me")).status_code == 401
+    await _login(live_web, STAFF.login, "its-new-one-1")
+    old = await live_web.client().post(
+        "/api/session", json={"login": STAFF.login, "password": STAFF.password}
+    )
+    assert old.status_code == 401
+    missing = await admin.post(f"/api/admin/staff/{MAX_ID}/password", json={"password": "x" * 8})
+    assert missing.status_code == 404
+    logged = [r.getMessage() for r in caplog.records if r.name == "popup_ui.admin"]
+    assert (
+        f"admin {ADMIN.login} set a new password for staff {STAFF.login};"
+        " all their sessions ended" in logged
+    )

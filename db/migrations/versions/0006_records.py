@@ -6,7 +6,8 @@ Create Date: 2026-12-02
 
 - ``customers`` gains ``search_text`` and ``search_digits`` (what search-as-you-type
   matches, ``db.search``; filled here for every existing customer) and
-  ``next_follow_up_on``;
+  ``next_follow_up_on``, and an index on ``updated_at`` (search with nothing typed lists
+  the most recently updated);
 - ``notes`` gains ``kind`` (call | visit | email | other; every existing note was written
   after a call), ``follow_up_done_at`` / ``follow_up_done_by`` and an index on
   ``follow_up_on`` for 今日のフォロー;
@@ -29,6 +30,7 @@ def upgrade() -> None:
     op.add_column("customers", sa.Column("next_follow_up_on", sa.Date(), nullable=True))
     op.add_column("customers", sa.Column("search_text", sa.Text(), nullable=True))
     op.add_column("customers", sa.Column("search_digits", sa.Text(), nullable=True))
+    op.create_index("ix_customers_updated_at", "customers", ["updated_at", "id"])
     op.add_column(
         "notes",
         sa.Column("kind", sa.String(length=16), server_default=sa.text("'call'"), nullable=False),
@@ -92,5 +94,6 @@ def downgrade() -> None:
     op.drop_index("ix_notes_follow_up_on", table_name="notes")
     for column in ("kind", "follow_up_done_by", "follow_up_done_at"):
         op.drop_column("notes", column)
+    op.drop_index("ix_customers_updated_at", table_name="customers")
     for column in ("search_digits", "search_text", "next_follow_up_on"):
         op.drop_column("customers", column)
