@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, Date, and_, case, cast, func, literal, select, text
@@ -28,17 +28,15 @@ from sqlalchemy.orm import Session
 
 from db.audit import record, snapshot
 from db.models import Call, Customer, Note, Staff, Transaction, utcnow
+from db.refused import Refused
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 LIST_MAX = 500  # rows a follow-up or dormant list returns at most (the caller's limit)
 
 
-class FollowupRefused(Exception):
-    """Nothing to tick off: no such live note with a follow-up, or no such customer."""
-
-    def __init__(self, reason: Literal["not_found"], message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+class FollowupRefused(Refused):
+    """Nothing to tick off (``not_found``): no such live note with a follow-up, or no
+    such customer."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from db.audit import plain_row, record, snapshot
 from db.models import Call, Customer, CustomerPhone, Note, NoteRevision, Staff, utcnow
+from db.refused import Refused
 
 _note_table = cast(Table, Note.__table__)
 _notes = _note_table.c
@@ -34,13 +35,9 @@ NoteKind = Literal["call", "visit", "email", "other"]
 NEW_CUSTOMER_PHONE_LABEL = "電話"
 
 
-class NoteRefused(Exception):
+class NoteRefused(Refused):
     """The note cannot be written as asked: ``reason`` is ``not_found``, ``no_customer``,
     or ``busy`` (corrected by others again and again while this one tried)."""
-
-    def __init__(self, reason: Literal["not_found", "no_customer", "busy"], message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

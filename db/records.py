@@ -16,12 +16,13 @@ Numbers are normalised by the caller's numbering plan (``normalise``, the office
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from db.audit import Entity, record, snapshot
+from db.customer_import import TEXT_FIELDS
 from db.models import (
     AuditEntry,
     Call,
@@ -34,6 +35,7 @@ from db.models import (
     Transaction,
     utcnow,
 )
+from db.refused import Refused
 from lookup.numbers import Number
 
 Normalise = Callable[[str], Number]
@@ -48,22 +50,11 @@ MODELS: dict[Entity, type[Model]] = {
 }
 ENTITIES: tuple[Entity, ...] = tuple(MODELS)
 
-# What a person may set on a customer (the API's names are the columns').
+# What a person may set on a customer (the API's names are the columns'): the text an
+# import fills, and what only a person sets.
 CUSTOMER_FIELDS = (
-    "code",
-    "name",
-    "furigana",
-    "honorific",
-    "company",
-    "department",
-    "postal_code",
-    "address",
-    "email",
-    "contact_hours",
-    "rank",
+    *TEXT_FIELDS,
     "tags",
-    "preferences",
-    "memo",
     "birthday",
     "next_follow_up_on",
     "assigned_staff_id",
@@ -89,14 +80,10 @@ _NOT_FOUND = {
 }
 
 
-class RecordRefused(Exception):
-    """The write cannot be done as asked: ``reason`` is ``not_found`` (404),
-    ``conflict`` (409: not deleted, a code in use, the customer is deleted) or
-    ``invalid`` (422: a number that is no phone number, an unknown staff member)."""
-
-    def __init__(self, reason: Literal["not_found", "conflict", "invalid"], message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+class RecordRefused(Refused):
+    """The write cannot be done as asked: ``reason`` is ``not_found``, ``conflict`` (not
+    deleted, a code in use, the customer is deleted) or ``invalid`` (a number that is no
+    phone number, an unknown staff member)."""
 
 
 # --- reading what a write works on ----------------------------------------------------

@@ -10,11 +10,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar, cast
 
+from fastapi import HTTPException
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
+from db.refused import Refused, RefusedReason
 from lookup.numbers import Number
 from lookup.openers import OpenerRules
 
@@ -120,3 +123,31 @@ class WebState:
 def get_web(conn: HTTPConnection) -> WebState:
     """The parts of this app, kept on ``app.state`` (no module globals)."""
     return cast("WebState", conn.app.state.web)
+
+
+T = TypeVar("T")
+
+# How a refusal of the database layer (db.refused) answers over HTTP.
+REFUSED_STATUS: dict[RefusedReason, int] = {
+    "not_found": 404,
+    "conflict": 409,
+    "busy": 409,
+    "invalid": 422,
+    "no_customer": 422,
+}
+
+
+async def in_session(conn: HTTPConnection, work: Callable[[Session], T]) -> T:
+    """``work`` in a worker thread with a session of its own (the event loop never waits
+    on the database); a :class:`db.refused.Refused` becomes its HTTP status with the
+    Japanese message as ``detail``."""
+    factory = get_web(conn).services.session_factory
+
+    def run() -> T:
+        with factory() as session:
+            return work(session)
+
+    try:
+        return await run_in_threadpool(run)
+    except Refused as refused:
+        raise HTTPException(REFUSED_STATUS[refused.reason], detail=str(refused)) from None

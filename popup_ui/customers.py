@@ -14,9 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-from fastapi import HTTPException, Path, Query, Request, Response, status
+from fastapi import Path, Query, Request, Response, status
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from db import records
 from db.audit import Entity
@@ -32,7 +31,7 @@ from db.customers import (
 from db.records import RecordRefused
 from lookup.numbers import Number
 from popup_ui.auth import CurrentStaff, access_router
-from popup_ui.context import get_web
+from popup_ui.context import get_web, in_session
 from popup_ui.schemas import (
     CustomerIn,
     CustomerOut,
@@ -60,7 +59,6 @@ router = access_router(
     responses={401: {"description": "no valid session"}},
 )
 
-STATUS = {"not_found": 404, "conflict": 409, "invalid": 422}
 _NOT_FOUND = "顧客が見つかりません"
 
 
@@ -68,20 +66,6 @@ def _ids(description: str) -> Any:
     # An id beyond the column's range is no record of ours: refused here (422), not
     # left to overflow in the driver (a 500) or the database (a 503).
     return Path(ge=1, le=MAX_ID, description=description)
-
-
-async def run(request: Request, work: Callable[[Session], T]) -> T:
-    """``work`` in a worker thread with its own session; refusals as HTTP errors."""
-    factory = get_web(request).services.session_factory
-
-    def go() -> T:
-        with factory() as session:
-            return work(session)
-
-    try:
-        return await run_in_threadpool(go)
-    except RecordRefused as refused:
-        raise HTTPException(status_code=STATUS[refused.reason], detail=str(refused)) from None
 
 
 class Numbering(Protocol):
@@ -117,7 +101,7 @@ def _phone_out(session: Session, customer_id: int, phone_id: int, numbering: Num
 async def customer(request: Request, customer_id: int = _ids("a customer id")) -> CustomerOut:
     """One customer with everything on file and the first page of its timeline."""
     numbering = _numbering(request)
-    return await run(request, lambda session: detail_out(session, customer_id, numbering))
+    return await in_session(request, lambda session: detail_out(session, customer_id, numbering))
 
 
 @router.get(
@@ -143,7 +127,7 @@ async def timeline(
             raise RecordRefused("invalid", "ページの指定が正しくありません") from None
         return TimelineOut.model_validate({"items": items, "next": after})
 
-    return await run(request, work)
+    return await in_session(request, work)
 
 
 @router.post(
@@ -165,7 +149,7 @@ async def create_customer(
         )
         return detail_out(session, new_id, numbering)
 
-    return await run(request, work)
+    return await in_session(request, work)
 
 
 @router.patch(
@@ -186,13 +170,13 @@ async def update_customer(
         records.update_customer(session, customer_id, changes, staff_id=staff.id)
         return detail_out(session, customer_id, numbering)
 
-    return await run(request, work)
+    return await in_session(request, work)
 
 
 async def _soft_delete(
     request: Request, entity: Entity, record_id: int, staff: StaffOut
 ) -> Response:
-    await run(
+    await in_session(
         request,
         lambda session: records.soft_delete(session, entity, record_id, staff_id=staff.id),
     )
@@ -238,7 +222,7 @@ async def add_phone(
         )
         return _phone_out(session, customer_id, phone_id, numbering)
 
-    return await run(request, work)
+    return await in_session(request, work)
 
 
 @router.patch(
@@ -263,7 +247,7 @@ async def update_phone(
         )
         return _phone_out(session, customer_id, phone_id, numbering)
 
-    return await run(request, work)
+    return await in_session(request, work)
 
 
 @router.delete(
@@ -303,7 +287,7 @@ async def add_family(
         )
         return _family_out(session, customer_id, family_id)
 
-    return await run(request, work)
+    return await in_session(request, work)
 
 
 @router.patch("/family/{family_id}", responses={404: {"description": "no such family member"}})
@@ -319,7 +303,7 @@ async def update_family(
         )
         return _family_out(session, customer_id, family_id)
 
-    return await run(request, work)
+    return await in_session(request, work)
 
 
 @router.delete(
@@ -360,7 +344,7 @@ async def add_transaction(
         )
         return _transaction_out(session, transaction_id)
 
-    return await run(request, work)
+    return await in_session(request, work)
 
 
 @router.patch(
@@ -378,7 +362,7 @@ async def update_transaction(
         )
         return _transaction_out(session, transaction_id)
 
-    return await run(request, work)
+    return await in_session(request, work)
 
 
 @router.delete(

@@ -8,21 +8,18 @@ Knows HTTP; the queries are db.followups'.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import date, datetime
 from typing import Annotated, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
-from fastapi import HTTPException, Path, Query, Request
+from fastapi import Path, Query, Request
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from db import followups
-from db.followups import LIST_MAX, FollowupRefused
+from db.followups import LIST_MAX
 from lookup.card import StaffRef
 from popup_ui.auth import CurrentStaff, access_router
-from popup_ui.context import get_web
+from popup_ui.context import get_web, in_session
 from popup_ui.schemas import StaffOut
 
 TOKYO = ZoneInfo("Asia/Tokyo")
@@ -87,19 +84,6 @@ def _today() -> date:
     return datetime.now(TOKYO).date()
 
 
-async def _run(request: Request, work: Callable[[Session], T]) -> T:
-    factory = get_web(request).services.session_factory
-
-    def run() -> T:
-        with factory() as session:
-            return work(session)
-
-    try:
-        return await run_in_threadpool(run)
-    except FollowupRefused as refused:
-        raise HTTPException(status_code=404, detail=str(refused)) from None
-
-
 @router.get("/today")
 async def followups_today(
     request: Request,
@@ -107,7 +91,7 @@ async def followups_today(
 ) -> FollowupList:
     """Open follow-ups due today or before (overdue marked), the oldest first."""
     today = _today()
-    page = await _run(request, lambda session: followups.today(session, today, limit=limit))
+    page = await in_session(request, lambda session: followups.today(session, today, limit=limit))
     return FollowupList.model_validate(
         {"date": today, "items": page.items, "truncated": page.truncated}
     )
@@ -120,7 +104,7 @@ async def note_done(
     staff: StaffOut = CurrentStaff,
 ) -> Done:
     """Tick off a note's follow-up (done again: still 200)."""
-    await _run(
+    await in_session(
         request, lambda session: followups.mark_note_done(session, note_id, staff_id=staff.id)
     )
     return Done()
@@ -133,7 +117,7 @@ async def customer_done(
     staff: StaffOut = CurrentStaff,
 ) -> Done:
     """Tick off the customer's own follow-up (clears 次回フォロー日)."""
-    await _run(
+    await in_session(
         request,
         lambda session: followups.mark_customer_done(session, customer_id, staff_id=staff.id),
     )
@@ -149,7 +133,7 @@ async def followups_dormant(
     """Customers without contact for their rank's dormant days, the longest first."""
     rules = get_web(request).config.followups
     today = _today()
-    page = await _run(
+    page = await in_session(
         request,
         lambda session: followups.dormant(
             session,

@@ -10,14 +10,12 @@ SIP.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from fastapi import HTTPException, Path, Query, Request, Response, status
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from db.calls import PAGE_SIZE_MAX, CallFilter, call_page, missed_calls, resolve_missed
 from db.notes import (
@@ -30,7 +28,7 @@ from db.notes import (
     save_note,
 )
 from popup_ui.auth import CurrentStaff, access_router
-from popup_ui.context import get_web
+from popup_ui.context import get_web, in_session
 from popup_ui.schemas import (
     CallPage,
     CallRecordOut,
@@ -60,21 +58,6 @@ router = access_router(
     tags=["records"],
     responses={401: {"description": "no valid session"}},
 )
-
-_STATUS = {"not_found": 404, "no_customer": 422, "busy": 409}
-
-
-async def _run(request: Request, work: Callable[[Session], T]) -> T:
-    factory = get_web(request).services.session_factory
-
-    def run() -> T:
-        with factory() as session:
-            return work(session)
-
-    try:
-        return await run_in_threadpool(run)
-    except NoteRefused as refused:
-        raise HTTPException(status_code=_STATUS[refused.reason], detail=str(refused)) from None
 
 
 def _note(found: dict[str, Any]) -> NoteOut:
@@ -113,7 +96,7 @@ async def create_note(
         new_customer=None if new is None else NewCustomer(name=new.name, furigana=new.furigana),
         kind=body.kind,
     )
-    found, created = await _run(request, lambda session: save_note(session, draft))
+    found, created = await in_session(request, lambda session: save_note(session, draft))
     if not created:
         response.status_code = status.HTTP_200_OK
     return _note(found)
@@ -127,7 +110,7 @@ async def correct(
     staff: StaffOut = CurrentStaff,
 ) -> NoteOut:
     """Correct a note's text; the earlier text is kept in ``revisions`` with who changed it."""
-    found = await _run(
+    found = await in_session(
         request, lambda session: correct_note(session, note_id, body=body.body, staff_id=staff.id)
     )
     return _note(found)
@@ -143,7 +126,7 @@ async def revisions(request: Request, note_id: int = Path(ge=1, le=MAX_ID)) -> N
             raise NoteRefused("not_found", "メモが見つかりません")
         return found
 
-    note = _note(await _run(request, work))
+    note = _note(await in_session(request, work))
     return NoteRevisionsOut(
         note_id=note.id,
         body=note.body,
@@ -203,7 +186,7 @@ async def calls(
         notes = {found["id"]: _note(found) for found in notes_detail(session, wanted)}
         return total, rows, notes
 
-    total, rows, notes = await _run(request, work)
+    total, rows, notes = await in_session(request, work)
     numbering = get_web(request).services.lookup.numbering
     return CallPage(
         page=page,
@@ -245,7 +228,7 @@ async def missed(
     include_resolved: bool = Query(default=False, description="also the calls followed up"),
 ) -> MissedList:
     """Calls nobody answered, grouped by caller, newest first; open ones unless asked."""
-    groups = await _run(
+    groups = await in_session(
         request, lambda session: missed_calls(session, include_resolved=include_resolved)
     )
     return MissedList(
@@ -289,4 +272,4 @@ async def resolve(
         session.commit()
         return resolved
 
-    return MissedResolved(resolved=await _run(request, work))
+    return MissedResolved(resolved=await in_session(request, work))

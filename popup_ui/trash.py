@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from db import records
 from db.audit import AUDIT_PAGE_MAX, audit_page
 from popup_ui.auth import CurrentAdmin, access_router
-from popup_ui.customers import run
+from popup_ui.context import in_session
 from popup_ui.schemas import AuditPage, DeletedList, PurgeIn, RestoredOut, StaffOut
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ async def audit(
             }
         )
 
-    return await run(request, work)
+    return await in_session(request, work)
 
 
 @router.get("/deleted")
@@ -81,7 +81,7 @@ async def deleted(request: Request, entity: EntityParam) -> DeletedList:
             }
         )
 
-    return await run(request, work)
+    return await in_session(request, work)
 
 
 @router.post(
@@ -98,7 +98,7 @@ async def restore(
     admin: StaffOut = CurrentAdmin,
 ) -> RestoredOut:
     """Bring a deleted record back exactly as it was."""
-    customer_id = await run(
+    customer_id = await in_session(
         request, lambda session: records.restore(session, entity, record_id, staff_id=admin.id)
     )
     log.info("admin %s restored %s %d", admin.login, entity, record_id)
@@ -128,6 +128,8 @@ async def purge(
             422,
             detail="確認のため、完全に削除するものの番号を入れてください",
         )
-    await run(request, lambda session: records.purge(session, entity, record_id, staff_id=admin.id))
+    await in_session(
+        request, lambda session: records.purge(session, entity, record_id, staff_id=admin.id)
+    )
     log.info("admin %s purged %s %d", admin.login, entity, record_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
