@@ -21,7 +21,7 @@ from typing import Any, cast
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from db.audit import Entity, record, snapshot
+from db.audit import Action, Entity, record, snapshot
 from db.customer_import import TEXT_FIELDS
 from db.models import (
     AuditEntry,
@@ -151,33 +151,34 @@ def _write_update(
     before = snapshot(row)
     if not _apply(row, values):
         return False
-    session.flush()
-    after = snapshot(row)
-    record(
-        session,
-        staff_id=staff_id,
-        action="update",
-        entity=entity,
-        entity_id=row.id,
-        customer_id=_customer_id_of(row),
-        before=before,
-        after=after,
-    )
+    _audit(session, "update", entity, row, before, staff_id)
     session.commit()
     return True
 
 
 def _write_create(session: Session, entity: Entity, row: Any, staff_id: int) -> None:
     session.add(row)
+    _audit(session, "create", entity, row, None, staff_id)
+
+
+def _audit(
+    session: Session,
+    action: Action,
+    entity: Entity,
+    row: Any,
+    before: dict[str, Any] | None,
+    staff_id: int,
+) -> None:
+    """Write the change out, then its audit entry: ``before``, and the row as it is now."""
     session.flush()
     record(
         session,
         staff_id=staff_id,
-        action="create",
+        action=action,
         entity=entity,
         entity_id=row.id,
         customer_id=_customer_id_of(row),
-        before=None,
+        before=before,
         after=snapshot(row),
     )
 
@@ -343,17 +344,7 @@ def soft_delete(session: Session, entity: Entity, record_id: int, *, staff_id: i
         _live_customer(session, row.customer_id)
     before = snapshot(row)
     row.deleted_at = utcnow()
-    session.flush()
-    record(
-        session,
-        staff_id=staff_id,
-        action="delete",
-        entity=entity,
-        entity_id=row.id,
-        customer_id=_customer_id_of(row),
-        before=before,
-        after=snapshot(row),
-    )
+    _audit(session, "delete", entity, row, before, staff_id)
     session.commit()
     return _customer_id_of(row)
 
@@ -368,17 +359,7 @@ def restore(session: Session, entity: Entity, record_id: int, *, staff_id: int) 
             raise RecordRefused("conflict", "顧客が削除されています。先に顧客を元に戻してください")
     before = snapshot(row)
     row.deleted_at = None
-    session.flush()
-    record(
-        session,
-        staff_id=staff_id,
-        action="restore",
-        entity=entity,
-        entity_id=row.id,
-        customer_id=_customer_id_of(row),
-        before=before,
-        after=snapshot(row),
-    )
+    _audit(session, "restore", entity, row, before, staff_id)
     session.commit()
     return _customer_id_of(row)
 
