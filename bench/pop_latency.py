@@ -20,6 +20,15 @@ the caller's number as callpop's leg is CANCELled with ``Reason: SIP;cause=200``
 ``terminated`` after a talk; so ``staff.presence``, ``call.answered``, ``call.ended`` and
 ``call.updated`` flow alongside the pops). Writes ``...-dialogs.json`` and ``.md`` with
 both phases and dialogs / reference.
+
+With ``--reference`` the bench runs the bare stack (``bench/bare_stack.py``: the least work
+a pop can be with callpop's parts) and callpop side by side, each freshly started, with the
+same clients and the same call schedule, for each value of ``--clients 1,100,500``, in
+``--pairs`` interleaved (bare stack, callpop) pairs, and prints one table with the ratios
+and each side's CPU per call (``/proc`` schedstat, ns). ``--first-pop`` adds the first
+pop after start-up (fresh process, no warm-up, one call, ``--first-pop-runs`` times). With
+``--db URL`` callpop runs on that database and the bare stack stays on the cached SQLite.
+Writes ``bench/results/pop_latency-reference-<customers>-<rate>[-<db>].json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -43,7 +52,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +184,33 @@ def _sample_numbers(url: str, count: int) -> list[str]:
     return [number for number in national if normalise(number).kind == "e164"]
 
 
+def cached_sqlite(customers: int) -> Path:
+    """``bench/.cache/customers-N.db``, seeded the first time it is asked for."""
+    CACHE_DIR.mkdir(exist_ok=True)
+    cached = CACHE_DIR / f"customers-{customers}.db"
+    if not cached.exists():
+        partial = cached.with_suffix(".partial")
+        partial.unlink(missing_ok=True)
+        print(f"seeding {customers:,} customers into {cached} (once per size) ...", flush=True)
+        started = time.perf_counter()
+        _seed_into(f"sqlite:///{partial}", customers)
+        # Fold the WAL into the file so one copy is the whole database.
+        with contextlib.closing(sqlite3.connect(partial)) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.execute("PRAGMA journal_mode=DELETE")
+        partial.rename(cached)
+        print(f"  seeded in {time.perf_counter() - started:.0f} s", flush=True)
+    return cached
+
+
+def copy_database(source: Path, target: Path) -> None:
+    shutil.copyfile(source, target)
+    # Flush the copy now: otherwise the kernel writes hundreds of MB back while the
+    # service runs, and every fsync of the call log waits behind it.
+    with target.open("rb+") as copied:
+        os.fsync(copied.fileno())
+
+
 def prepare_database(customers: int, db: str, workdir: Path, *, clients: int = 1) -> Seeded:
     """A database with ``customers`` customers and the bench staff login.
 
@@ -183,26 +219,8 @@ def prepare_database(customers: int, db: str, workdir: Path, *, clients: int = 1
     seeded only if it has no bench staff yet.
     """
     if db == "sqlite":
-        CACHE_DIR.mkdir(exist_ok=True)
-        cached = CACHE_DIR / f"customers-{customers}.db"
-        if not cached.exists():
-            partial = cached.with_suffix(".partial")
-            partial.unlink(missing_ok=True)
-            print(f"seeding {customers:,} customers into {cached} (once per size) ...", flush=True)
-            started = time.perf_counter()
-            _seed_into(f"sqlite:///{partial}", customers)
-            # Fold the WAL into the file so one copy is the whole database.
-            with contextlib.closing(sqlite3.connect(partial)) as conn:
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                conn.execute("PRAGMA journal_mode=DELETE")
-            partial.rename(cached)
-            print(f"  seeded in {time.perf_counter() - started:.0f} s", flush=True)
         target = workdir / "callpop.db"
-        shutil.copyfile(cached, target)
-        # Flush the copy now: otherwise the kernel writes hundreds of MB back while the
-        # service runs, and every fsync of the call log waits behind it.
-        with target.open("rb+") as copied:
-            os.fsync(copied.fileno())
+        copy_database(cached_sqlite(customers), target)
         url = f"sqlite:///{target}"
     else:
         url = db
@@ -244,10 +262,15 @@ class Service:
     http_port: int
     sip_port: int
     log_path: Path
+    ws_port: int | None = None  # the bare stack's WebSocket port; callpop's is http_port
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.ws_port or self.http_port}/ws"
 
     def cpu_seconds(self) -> float:
         """utime + stime of the server process so far (proc(5))."""
@@ -333,6 +356,35 @@ def start_service(
             env={**os.environ, "PYTHONPATH": str(code)},
         )
     service = Service(process=process, http_port=http_port, sip_port=sip_port, log_path=log_path)
+    return _healthy(service)
+
+
+def start_bare(db_file: Path, workdir: Path) -> Service:
+    """``bench/bare_stack.py`` on ``db_file`` (read-only): the reference (``--reference``)."""
+    http_port, ws_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_STREAM)
+    sip_port = free_port(socket.SOCK_DGRAM)
+    log_path = workdir / "bare.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                str(BENCH_DIR / "bare_stack.py"),
+                *("--db", str(db_file), "--http-port", str(http_port)),
+                *("--ws-port", str(ws_port), "--sip-port", str(sip_port)),
+            ],
+            cwd=workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    service = Service(
+        process=process, http_port=http_port, sip_port=sip_port, log_path=log_path, ws_port=ws_port
+    )
+    return _healthy(service)
+
+
+def _healthy(service: Service) -> Service:
+    """``service`` once it answers ``/healthz``; it is stopped and the bench exits if not."""
+    process = service.process
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -759,7 +811,7 @@ async def measure(
     for cookie in cookies:
         sockets.append(
             await connect(
-                f"ws://127.0.0.1:{service.http_port}/ws",
+                service.ws_url,
                 origin=origin,
                 additional_headers={"Cookie": f"{COOKIE_NAME}={cookie}"},
                 open_timeout=30,
@@ -1036,10 +1088,28 @@ def print_table(report: dict[str, Any]) -> None:
     print("(latencies in ms; server CPU: 100 % = one core)")
 
 
+def _client_counts(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or a comma list") from None
+
+
 def parse_args(argv: list[str] | None = None) -> Options:
+    return _parse(argv)[0]
+
+
+def _parse(argv: list[str] | None) -> tuple[Options, Reference | None]:
+    """The options of one run, and the side-by-side plan when ``--reference`` is given
+    (then ``Options.clients`` is the largest of the ``--clients`` list)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--customers", type=int, default=100_000)
-    parser.add_argument("--clients", type=int, default=100, help="WebSocket clients")
+    parser.add_argument(
+        "--clients",
+        type=_client_counts,
+        default=[100],
+        help="WebSocket clients; a comma list (1,100,500) with --reference",
+    )
     parser.add_argument("--rate", type=float, default=20.0, help="calls per second")
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--db", default="sqlite", help='"sqlite" (cached, copied) or a URL')
@@ -1054,14 +1124,47 @@ def parse_args(argv: list[str] | None = None) -> Options:
     )
     parser.add_argument("--staff", type=int, default=60, help="staff phones (--dialogs)")
     parser.add_argument("--talk-seconds", type=float, default=1.0, help="talk (--dialogs)")
+    parser.add_argument(
+        "--reference",
+        action="store_true",
+        help="the bare stack (bench/bare_stack.py) and callpop side by side, same clients and"
+        " calls, for each --clients value",
+    )
+    parser.add_argument(
+        "--pairs", type=int, default=1, help="(bare stack, callpop) runs per --clients value"
+    )
+    parser.add_argument(
+        "--first-pop",
+        action="store_true",
+        help="with --reference: also the first call's pop on a freshly started service (and"
+        " bare stack), no warm-up, one client",
+    )
+    parser.add_argument("--first-pop-runs", type=int, default=3, help="fresh starts (--first-pop)")
     args = parser.parse_args(argv)
-    if not (0 < args.calls <= 100_000 and 0 < args.clients <= 2000 and 0 < args.rate <= 1000):
+    clients: list[int] = args.clients
+    if not (
+        0 < args.calls <= 100_000 and all(0 < c <= 2000 for c in clients) and 0 < args.rate <= 1000
+    ):
         parser.error("--calls, --clients and --rate must be positive and bounded")
     if not 1 <= args.staff <= 400:
         parser.error("--staff must be 1-400 (callpop watches at most 500 extensions)")
-    return Options(
+    reference = None
+    if args.reference:
+        if args.dialogs:
+            parser.error("--reference and --dialogs are separate runs")
+        if not (1 <= args.pairs <= 20 and 1 <= args.first_pop_runs <= 20):
+            parser.error("--pairs and --first-pop-runs must be 1-20")
+        reference = Reference(
+            clients=tuple(clients),
+            pairs=args.pairs,
+            first_pop=args.first_pop,
+            first_pop_runs=args.first_pop_runs,
+        )
+    elif len(clients) != 1 or args.first_pop:
+        parser.error("a list of --clients and --first-pop need --reference")
+    options = Options(
         customers=args.customers,
-        clients=args.clients,
+        clients=max(clients),
         rate=args.rate,
         calls=args.calls,
         db=args.db,
@@ -1072,10 +1175,13 @@ def parse_args(argv: list[str] | None = None) -> Options:
         staff=args.staff,
         talk_seconds=args.talk_seconds,
     )
+    return options, reference
 
 
 def main(argv: list[str] | None = None) -> int:
-    options = parse_args(argv)
+    options, reference = _parse(argv)
+    if reference is not None:
+        return main_reference(options, reference)
     if options.dialogs:
         return main_dialogs(options)
     machine = describe_machine()
@@ -1249,6 +1355,273 @@ def markdown_dialogs(report: dict[str, Any]) -> str:
             "",
         ]
     )
+
+
+# --- side by side with the bare stack (--reference) -----------------------------------------
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The plan of ``--reference``: for each client count, ``pairs`` × (bare stack, callpop)."""
+
+    clients: tuple[int, ...]
+    pairs: int
+    first_pop: bool
+    first_pop_runs: int
+
+
+class MeteredService(Service):
+    """A :class:`Service` whose CPU is read in nanoseconds: the sum over its threads of
+    ``/proc/PID/task/TID/schedstat`` (time on a CPU), not ``stat``'s 10 ms ticks, which
+    are too coarse for the bare stack's fraction of a millisecond per call. A thread that
+    ends inside the window takes its time with it (the services keep theirs)."""
+
+    readings: list[float]
+
+    def cpu_seconds(self) -> float:
+        total = 0
+        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += int((task / "schedstat").read_text().split()[0])
+        self.readings.append(total / 1e9)
+        return total / 1e9
+
+
+def _metered(service: Service) -> MeteredService:
+    metered = MeteredService(
+        process=service.process,
+        http_port=service.http_port,
+        sip_port=service.sip_port,
+        log_path=service.log_path,
+        ws_port=service.ws_port,
+    )
+    metered.readings = []
+    return metered
+
+
+def run_side(
+    side: str,
+    options: Options,
+    seeded: Seeded,
+    workdir: Path,
+    bare_db: Path,
+    callpop_db: Path | None,
+) -> dict[str, Any]:
+    """One run of :func:`measure` on a freshly started ``side`` ("bare" or "callpop"); for
+    SQLite callpop gets a fresh copy of the run's database, so its call log starts empty."""
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{side}-", dir=workdir))
+    if side == "bare":
+        service = start_bare(bare_db, run_dir)
+    else:
+        url = seeded.url
+        if callpop_db is not None:
+            copy_database(callpop_db, run_dir / "callpop.db")
+            url = f"sqlite:///{run_dir / 'callpop.db'}"
+        service = start_service(url, run_dir)
+    metered = _metered(service)
+    try:
+        result = asyncio.run(
+            asyncio.wait_for(
+                measure(options, metered, seeded),
+                timeout=120 + options.calls / options.rate + options.clients,
+            )
+        )
+        # run_phase read the CPU twice, before and after the measured calls.
+        cpu = metered.readings[-1] - metered.readings[-2]
+        result["server_cpu_seconds"] = round(cpu, 4)
+        result["server_cpu_percent"] = round(cpu / result["measured_seconds"] * 100, 1)
+        return result
+    except BaseException:
+        print(f"--- {side} log (tail)\n{service.log_tail()}", file=sys.stderr)
+        raise
+    finally:
+        service.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _cpu_ms_per_call(result: dict[str, Any], calls: int) -> float:
+    """Server CPU seconds in the measured phase ÷ calls, in ms."""
+    return round(float(result["server_cpu_seconds"]) / calls * 1000, 3)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a is not None and b else None
+
+
+def reference_row(
+    clients: int, pair: int, bare: dict[str, Any], callpop: dict[str, Any], calls: int
+) -> dict[str, Any]:
+    return {
+        "clients": clients,
+        "pair": pair,
+        "callpop": {k: callpop[k] for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms")},
+        "bare": {k: bare[k] for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms")},
+        "ratio_p50": _ratio(callpop["p50_ms"], bare["p50_ms"]),
+        "ratio_p99": _ratio(callpop["p99_ms"], bare["p99_ms"]),
+        "server_cpu_percent": {
+            "callpop": callpop["server_cpu_percent"],
+            "bare": bare["server_cpu_percent"],
+        },
+        "server_cpu_ms_per_call": {
+            "callpop": _cpu_ms_per_call(callpop, calls),
+            "bare": _cpu_ms_per_call(bare, calls),
+        },
+        "pops_lost": {"callpop": callpop["pops_lost"], "bare": bare["pops_lost"]},
+        "pops_expected": callpop["pops_expected"],
+        "machine_cpu_busy_percent": {
+            "callpop": callpop["machine_cpu_busy_percent"],
+            "bare": bare["machine_cpu_busy_percent"],
+        },
+    }
+
+
+def main_reference(options: Options, plan: Reference) -> int:
+    """--reference: bare stack and callpop, fresh each run, interleaved, one table."""
+    machine = describe_machine()
+    runs: list[dict[str, Any]] = []  # every run's full result, in the order they ran
+    rows: list[dict[str, Any]] = []
+    first_pops: dict[str, list[dict[str, Any]]] = {"bare": [], "callpop": []}
+    with tempfile.TemporaryDirectory(prefix="callpop-bench-") as tmp:
+        workdir = Path(tmp)
+        # One database for the whole run: the same numbers, the same schedule on both sides.
+        seeded = prepare_database(options.customers, options.db, workdir, clients=options.clients)
+        bare_db = cached_sqlite(options.customers)  # SQLite for the bare stack, whatever --db
+        callpop_db = workdir / "callpop.db" if options.db == "sqlite" else None
+        if plan.first_pop:
+            # A known number: the first lookup that finds a customer and builds its card.
+            first = replace(options, clients=1, calls=1, warmup_calls=0, unknown_share=0.0)
+            for run in range(1, plan.first_pop_runs + 1):
+                for side in ("bare", "callpop"):
+                    print(
+                        f"first pop, fresh {side} ({run} of {plan.first_pop_runs}) ...", flush=True
+                    )
+                    result = run_side(side, first, seeded, workdir, bare_db, callpop_db)
+                    first_pops[side].append(
+                        {
+                            "run": run,
+                            "latency_ms": result["max_ms"],
+                            "pops_lost": result["pops_lost"],
+                        }
+                    )
+                    runs.append({"side": side, "first_pop": run, "results": result})
+        for clients in plan.clients:
+            sized = replace(options, clients=clients)
+            for pair in range(1, plan.pairs + 1):
+                pair_results: dict[str, dict[str, Any]] = {}
+                for side in ("bare", "callpop"):
+                    print(
+                        f"{side}, {clients} clients (pair {pair} of {plan.pairs}) ...", flush=True
+                    )
+                    pair_results[side] = run_side(side, sized, seeded, workdir, bare_db, callpop_db)
+                    runs.append(
+                        {
+                            "side": side,
+                            "clients": clients,
+                            "pair": pair,
+                            "results": pair_results[side],
+                        }
+                    )
+                rows.append(
+                    reference_row(
+                        clients, pair, pair_results["bare"], pair_results["callpop"], options.calls
+                    )
+                )
+    report: dict[str, Any] = {
+        "benchmark": "pop_latency_reference",
+        "options": {
+            **_options_report(options),
+            "clients": list(plan.clients),
+            "pairs": plan.pairs,
+            "first_pop_runs": plan.first_pop_runs if plan.first_pop else 0,
+        },
+        "machine": machine,
+        "bare_stack_db": "sqlite",
+        "rows": rows,
+        "first_pop": first_pops if plan.first_pop else None,
+        "runs": runs,
+    }
+    text = markdown_reference(report)
+    print(text)
+    RESULTS_DIR.mkdir(exist_ok=True)
+    db_kind = report["options"]["db_kind"]
+    stem = f"pop_latency-reference-{options.customers}-{options.rate:g}"
+    stem += "" if db_kind == "sqlite" else f"-{db_kind.split('+')[0]}"
+    (RESULTS_DIR / f"{stem}.json").write_text(
+        json.dumps(report, ensure_ascii=False, indent=2) + "\n"
+    )
+    (RESULTS_DIR / f"{stem}.md").write_text(text)
+    print(f"wrote {RESULTS_DIR / stem}.json and .md")
+    ok = all(r["results"]["pops_lost"] == 0 and r["results"]["sip_failures"] == 0 for r in runs)
+    return 0 if ok else 1
+
+
+def _triple(r: dict[str, Any]) -> str:
+    return f"{r['p50_ms']} / {r['p95_ms']} / {r['p99_ms']}"
+
+
+def markdown_reference(report: dict[str, Any]) -> str:
+    o, m = report["options"], report["machine"]
+    lines = [
+        f"# Ring → pop latency, callpop beside the bare stack: {o['customers']:,} customers, "
+        f"{o['rate']:g} calls/s, {o['calls']} calls, {o['unknown_share']:.0%} unknown numbers",
+        "",
+        "| browsers | pair | callpop p50 / p95 / p99 (ms) | bare p50 / p95 / p99 (ms) "
+        "| ratio p50 / p99 | server CPU % callpop / bare | CPU ms per call callpop / bare "
+        "| pops lost callpop / bare | machine busy % |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in report["rows"]:
+        cpu, per_call = row["server_cpu_percent"], row["server_cpu_ms_per_call"]
+        lost, busy = row["pops_lost"], row["machine_cpu_busy_percent"]
+        lines.append(
+            f"| {row['clients']} | {row['pair']} | {_triple(row['callpop'])} | "
+            f"{_triple(row['bare'])} | {row['ratio_p50']}× / {row['ratio_p99']}× | "
+            f"{cpu['callpop']} / {cpu['bare']} | {per_call['callpop']} / {per_call['bare']} | "
+            f"{lost['callpop']} / {lost['bare']} of {row['pops_expected']} | "
+            f"{busy['callpop']} / {busy['bare']} |"
+        )
+    first = report["first_pop"]
+    if first:
+        warm = {
+            side: [
+                row[side]["p99_ms"] for row in report["rows"] if row["clients"] == min(o["clients"])
+            ]
+            for side in ("callpop", "bare")
+        }
+        lines += [
+            "",
+            f"First pop after start-up (fresh process, one client, no warm-up, one call from a "
+            f"customer's number; fresh starts: {o['first_pop_runs']}) beside the warm p99 at "
+            f"{min(o['clients'])} browsers above:",
+            "",
+            "| | first pop, each fresh start (ms) | warm p99 (ms) |",
+            "|---|---|---|",
+        ]
+        for side in ("callpop", "bare"):
+            values = ", ".join(str(f["latency_ms"]) for f in first[side])
+            lines.append(f"| {side} | {values} | {', '.join(str(v) for v in warm[side])} |")
+    lines += [
+        "",
+        "Each run starts its side fresh (callpop on a fresh copy of the database for SQLite), "
+        "logs in the same clients and places the same calls on the same schedule; the bare "
+        "stack runs right before callpop in each pair. Server CPU: 100 % = one core, over the "
+        "measured calls (the service's threads' schedstat); CPU ms per call = server CPU "
+        "seconds ÷ calls. The bare stack "
+        "(bench/bare_stack.py) reads SQLite "
+        + (
+            "(the same seeded file)"
+            if o["db_kind"] == "sqlite"
+            else f"while callpop ran on {o['db_kind']} (whose server's CPU is not in callpop's)"
+        )
+        + "; it sends a smaller card and skips sessions, Origin, snapshot, call log and"
+        " lookup deadline.",
+        "",
+        f"Machine: {m['cpu_model']}, {m['cores']} cores, {m['ram_gib']} GiB RAM; {m['os']}; "
+        f"Python {m['python']}; SQLite {m['sqlite']}; database {o['db_kind']}; "
+        f"load average at start {' '.join(m['loadavg_at_start'] or [])}; {m['date']}.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
