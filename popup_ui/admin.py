@@ -45,7 +45,7 @@ from db.staff import (
 )
 from lookup.numbers import Numbering
 from popup_ui.auth import COOKIE_NAME, CurrentAdmin, CurrentStaff, access_router
-from popup_ui.context import get_web
+from popup_ui.context import get_web, in_session
 from popup_ui.login_guard import LoginBusy
 from popup_ui.schemas import (
     PasswordChangeIn,
@@ -110,17 +110,15 @@ def _busy() -> HTTPException:
 @router.get("/staff")
 async def list_accounts(request: Request) -> StaffAccountList:
     """Every account with its role, whether it can log in, and its last login."""
-    factory = get_web(request).services.session_factory
 
-    def load() -> StaffAccountList:
-        with factory() as session:
-            rows = staff_accounts(session, limit=MAX_ACCOUNTS_LISTED + 1)
-            return StaffAccountList(
-                staff=[_account(staff, last) for staff, last in rows[:MAX_ACCOUNTS_LISTED]],
-                truncated=len(rows) > MAX_ACCOUNTS_LISTED,
-            )
+    def load(session: Session) -> StaffAccountList:
+        rows = staff_accounts(session, limit=MAX_ACCOUNTS_LISTED + 1)
+        return StaffAccountList(
+            staff=[_account(staff, last) for staff, last in rows[:MAX_ACCOUNTS_LISTED]],
+            truncated=len(rows) > MAX_ACCOUNTS_LISTED,
+        )
 
-    return await run_in_threadpool(load)
+    return await in_session(request, load)
 
 
 def _create(factory: sessionmaker[Session], body: StaffCreateIn) -> StaffAccountOut | None:
@@ -402,33 +400,29 @@ async def import_customers_file(
     data = await _read_file(request)
     if not data:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail="ファイルが空です")
-    web = get_web(request)
-    factory = web.services.session_factory
     # The lookup's numbering plan is the office's (callpop.service.numbering_of).
-    numbering = cast(Numbering, web.services.lookup.numbering)
+    numbering = cast(Numbering, get_web(request).services.lookup.numbering)
 
-    def work() -> ImportReportOut:
-        text = decode(data, encoding)
-        with factory() as session:
-            report = import_customers(
-                session,
-                text,
-                numbering=numbering,
-                write=not dry_run,
-                preview=PREVIEW_ROWS,
-                staff_id=admin.id,  # the audit entries name who imported
-            )
-            written = not dry_run and not report.errors
-            if written:
-                session.commit()
-            else:
-                session.rollback()
+    def work(session: Session) -> ImportReportOut:
+        report = import_customers(
+            session,
+            decode(data, encoding),
+            numbering=numbering,
+            write=not dry_run,
+            preview=PREVIEW_ROWS,
+            staff_id=admin.id,  # the audit entries name who imported
+        )
+        written = not dry_run and not report.errors
+        if written:
+            session.commit()
+        else:
+            session.rollback()
         return ImportReportOut.model_validate(
             {**report.as_dict(), "preview": report.preview, "dry_run": dry_run, "written": written}
         )
 
     try:
-        result = await run_in_threadpool(work)
+        result = await in_session(request, work)
     except ImportFileError as exc:
         log.info("admin %s: customer import refused, unreadable file: %s", admin.login, exc)
         raise HTTPException(
@@ -466,16 +460,12 @@ async def export_customers_file(
     admin: StaffOut = CurrentAdmin,
 ) -> Response:
     """The bytes ``callpop export customers`` writes: the columns the import reads."""
-    web = get_web(request)
-    factory = web.services.session_factory
-    numbering = cast(Numbering, web.services.lookup.numbering)
-
-    def work() -> bytes:
-        with factory() as session:
-            return export_customers(session, numbering, encoding)
+    numbering = cast(Numbering, get_web(request).services.lookup.numbering)
 
     try:
-        data = await run_in_threadpool(work)
+        data = await in_session(
+            request, lambda session: export_customers(session, numbering, encoding)
+        )
     except ValueError as exc:
         cause = exc.__cause__
         bad = cause.object[cause.start : cause.end] if isinstance(cause, UnicodeEncodeError) else ""

@@ -13,13 +13,12 @@ from typing import Any
 from fastapi import Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from db.search import LIMIT_MAX, MatchedField, search_customers
 from lookup.card import StaffRef
 from lookup.numbers import Numbering
 from popup_ui.auth import access_router
-from popup_ui.context import get_web
+from popup_ui.context import get_web, in_session
 
 # Longer than any name, number or address anyone types into a search box; a longer
 # query is refused (422) rather than scanned for.
@@ -82,18 +81,15 @@ async def search(
     """Live customers matching every word of ``q``, best first: the code exactly, then
     names starting with it, then by furigana."""
     web = get_web(request)
-    factory = web.services.session_factory
     # The office's plan (its region: what a trunk 0 means; how a number reads). The web
     # side sees the lookup's plan through a protocol; the composition hands the real one.
     plan = web.services.lookup.numbering
     numbering = plan if isinstance(plan, Numbering) else Numbering()
 
-    def work() -> tuple[list[dict[str, Any]], bool]:
-        session: Session
-        with factory() as session:
-            return search_customers(session, q, limit=limit, numbering=numbering)
+    def work(session: Session) -> tuple[list[dict[str, Any]], bool]:
+        return search_customers(session, q, limit=limit, numbering=numbering)
 
-    hits, truncated = await run_in_threadpool(work)
+    hits, truncated = await in_session(request, work)
     return SearchResults(
         query=q,
         results=[Hit.model_validate(hit) for hit in hits],
